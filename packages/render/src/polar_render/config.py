@@ -1,0 +1,174 @@
+"""Scene files: ``scenes/<name>/scene.yaml``.
+
+A scene file names the parts of each BOP object, their materials and every
+randomisation range. Relative paths (meshes) are resolved against the scene file's
+directory. A range is written ``[lo, hi]`` (uniform) or a single number (fixed).
+Units: metres for the world (lights, ground), millimetres for BOP models and meshes,
+degrees for angles in the file (radians in code). See ``scenes/README.md``.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+
+
+class SceneConfigError(ValueError):
+    """A scene file is malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    name: str
+    mesh: Path          # PLY in millimetres, in the object's BOP model frame
+    material: str       # key into SceneConfig.materials
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    obj_id: int
+    name: str
+    parts: tuple[PartSpec, ...]
+
+
+MATERIAL_TYPES = {"pplastic", "roughconductor", "diffuse"}
+_TOP_KEYS = {"name", "description", "objects", "default_material", "materials", "layout",
+             "lights", "background", "sensor", "render"}
+
+DEFAULTS = {
+    "lights": {"spot": {"radius_m": [1.0, 1.5], "elevation_deg": [30.0, 80.0],
+                        "azimuth_deg": [0.0, 360.0], "intensity": [2.25, 3.375],
+                        "cutoff_deg": 20.0, "beam_deg": 15.0}},
+    "background": {"ground": {"size_m": 1.0, "color": [0.0, 1.0], "checker_probability": 0.5,
+                              "checker_scale": [4.0, 40.0], "alpha": [0.2, 0.6], "z_m": 0.0},
+                   "environment": {"radiance": [0.02, 0.3]}},
+    "sensor": {"mode": "rgb", "exposure": "auto", "exposure_percentile": 99.5},
+    "render": {"spp": 16, "max_depth": 6, "variant": "auto"},
+}
+
+
+@dataclass
+class SceneConfig:
+    name: str
+    path: Path
+    objects: dict[int, ObjectSpec]
+    default_material: str
+    materials: dict[str, dict]
+    layout: dict
+    lights: dict
+    background: dict
+    sensor: dict
+    render: dict
+    raw: dict = field(repr=False, default_factory=dict)
+
+    def digest(self) -> str:
+        """Stable hash of the effective configuration (recorded with every sample)."""
+        blob = json.dumps(self.raw, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def scenes_dir() -> Path:
+    return Path(os.environ.get("POLAR_SCENES_DIR", REPO_ROOT / "scenes"))
+
+
+def resolve_scene_path(name_or_path: str | os.PathLike) -> Path:
+    """``usb_brick`` -> ``scenes/usb_brick/scene.yaml``; a path to a YAML file or a scene dir is used as is."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    if p.is_dir() and (p / "scene.yaml").is_file():
+        return p / "scene.yaml"
+    cand = scenes_dir() / str(name_or_path) / "scene.yaml"
+    if cand.is_file():
+        return cand
+    known = sorted(d.name for d in scenes_dir().glob("*") if (d / "scene.yaml").is_file())
+    raise SceneConfigError(f"no scene {str(name_or_path)!r}: looked for {cand}; known scenes: {', '.join(known) or 'none'}")
+
+
+def _merge(defaults: dict, given: dict) -> dict:
+    out = copy.deepcopy(defaults)
+    for k, v in (given or {}).items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def check_range(value, where: str, lo=-float("inf"), hi=float("inf")) -> tuple[float, float]:
+    """Normalise a number or [lo, hi] to a (lo, hi) tuple, validating bounds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        a = b = float(value)
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(x, (int, float)) for x in value):
+        a, b = float(value[0]), float(value[1])
+    else:
+        raise SceneConfigError(f"{where}: expected a number or [lo, hi], got {value!r}")
+    if a > b or a < lo or b > hi:
+        raise SceneConfigError(f"{where}: range {value!r} must satisfy {lo} <= lo <= hi <= {hi}")
+    return a, b
+
+
+def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
+    path = resolve_scene_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SceneConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SceneConfigError(f"{path}: expected a mapping at top level")
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise SceneConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+    merged = _merge(DEFAULTS, raw)
+
+    materials = merged.get("materials") or {}
+    for mname, m in materials.items():
+        where = f"{path}: materials.{mname}"
+        if not isinstance(m, dict) or m.get("type") not in MATERIAL_TYPES:
+            raise SceneConfigError(f"{where}.type: must be one of {sorted(MATERIAL_TYPES)}")
+        if "alpha" in m:
+            check_range(m["alpha"], f"{where}.alpha", 1e-4, 1.0)
+        if "color" in m:
+            check_range(m["color"], f"{where}.color", 0.0, 1.0)
+    default_material = merged.get("default_material", "default")
+    if default_material not in materials:
+        materials.setdefault("default", {"type": "pplastic", "color": [0.0, 1.0], "alpha": [0.05, 0.3]})
+        if default_material != "default":
+            raise SceneConfigError(f"{path}: default_material {default_material!r} is not in materials")
+
+    objects: dict[int, ObjectSpec] = {}
+    for key, spec in (merged.get("objects") or {}).items():
+        where = f"{path}: objects.{key}"
+        try:
+            obj_id = int(key)
+        except (TypeError, ValueError):
+            raise SceneConfigError(f"{where}: object keys are BOP obj_ids (integers)") from None
+        parts = []
+        for pname, part in (spec.get("parts") or {}).items():
+            mesh = (path.parent / part["mesh"]).resolve()
+            if not mesh.is_file():
+                raise SceneConfigError(f"{where}.parts.{pname}.mesh: file not found: {mesh}")
+            mat = part.get("material", default_material)
+            if mat not in materials:
+                raise SceneConfigError(f"{where}.parts.{pname}.material: unknown material {mat!r}")
+            parts.append(PartSpec(pname, mesh, mat))
+        if not parts:
+            raise SceneConfigError(f"{where}.parts: at least one part is required")
+        objects[obj_id] = ObjectSpec(obj_id, spec.get("name", f"obj_{obj_id:06d}"), tuple(parts))
+
+    sensor = merged["sensor"]
+    if sensor["mode"] not in ("rgb", "mono"):
+        raise SceneConfigError(f"{path}: sensor.mode must be 'rgb' or 'mono'")
+    for k, (lo, hi) in {"radius_m": (0, 100), "elevation_deg": (-90, 90), "intensity": (0, 1e6)}.items():
+        check_range(merged["lights"]["spot"][k], f"{path}: lights.spot.{k}", lo, hi)
+    check_range(merged["background"]["environment"]["radiance"], f"{path}: background.environment.radiance", 0)
+    check_range(merged["background"]["ground"]["color"], f"{path}: background.ground.color", 0, 1)
+
+    return SceneConfig(name=merged.get("name", path.parent.name), path=path, objects=objects,
+                       default_material=default_material, materials=materials,
+                       layout=merged.get("layout") or {}, lights=merged["lights"],
+                       background=merged["background"], sensor=sensor, render=merged["render"], raw=merged)

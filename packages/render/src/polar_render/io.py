@@ -1,0 +1,134 @@
+"""Atomic file output and input for render samples.
+
+Every writer writes to a temporary file in the destination directory and ``os.replace``s
+it into place, so a crash never leaves a half-written file under the final name. A whole
+sample is assembled in ``<out>/.tmp-<name>-<pid>`` and renamed to ``<out>/<name>`` when
+complete (directory rename is atomic on POSIX), so a sample directory either exists
+complete, with its ``meta.json``, or not at all.
+
+Formats: float arrays -> float32 TIFF (tifffile, zlib-compressed, channels last);
+16-bit images and integer masks -> PNG through OpenCV (Pillow cannot write 16-bit RGB);
+arrays are RGB in memory, OpenCV's BGR order is handled here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tifffile
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _tmp_path(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; final files get the usual mode
+    os.close(fd)
+    return Path(name)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path next to ``path``; move it into place on success."""
+    path = Path(path)
+    tmp = _tmp_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_float_tiff(path, array: np.ndarray) -> None:
+    """float32 TIFF, zlib-compressed; shape (H, W) or (H, W, C)."""
+    arr = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{path}: refusing to write non-finite values")
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, arr, compression="zlib", compressionargs={"level": 1},
+                         photometric="minisblack", planarconfig="contig" if arr.ndim == 3 else None)
+
+
+def read_float_tiff(path) -> np.ndarray:
+    return tifffile.imread(path)
+
+
+def write_png16(path, array: np.ndarray) -> None:
+    """uint16 PNG (H, W) or (H, W, 3)."""
+    arr = np.asarray(array)
+    if arr.dtype != np.uint16:
+        raise TypeError(f"{path}: expected uint16, got {arr.dtype}")
+    if arr.ndim == 3:
+        arr = arr[..., ::-1]  # RGB -> BGR
+    with atomic_path(path) as tmp:
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise OSError(f"{path}: PNG encoding failed")
+        tmp.write_bytes(buf.tobytes())
+
+
+def read_png(path) -> np.ndarray:
+    """PNG as stored (uint8/uint16, RGB order); raises OSError naming the file if unreadable."""
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise OSError(f"{path}: not a readable image")
+    return arr[..., ::-1].copy() if arr.ndim == 3 else arr
+
+
+@contextmanager
+def atomic_dir(final: str | os.PathLike):
+    """Build a directory under a temporary name; rename it to ``final`` on success.
+
+    An existing ``final`` is replaced (used when redoing a sample). Leftover temporary
+    directories from killed runs are removed by :func:`clean_partial`.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def clean_partial(directory: str | os.PathLike) -> int:
+    """Remove leftover ``.tmp-*`` entries of interrupted runs; return how many."""
+    directory = Path(directory)
+    n = 0
+    if directory.is_dir():
+        for p in directory.glob(".tmp-*"):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            n += 1
+    return n

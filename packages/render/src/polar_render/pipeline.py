@@ -1,0 +1,213 @@
+"""A render run: layout (sampled or given) -> N samples in ``<out>/samples/<i:06d>/``.
+
+Sample ``i`` uses frame ``i mod len(frames)`` of the layout and appearance drawn from
+``(seed, i)``; it is a pure function of (scene config, seed, i). Each sample directory is
+built under a temporary name and renamed when complete, so a rerun skips finished samples
+and redoes interrupted ones. ``<out>/run.json`` records the configuration; a rerun into
+the same ``out`` with a different configuration is refused rather than mixing samples.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import trimesh
+from tqdm import tqdm
+
+from . import io
+from .bop import BopLayout, Frame, read_layout
+from .config import SceneConfig, load_scene
+from .randomize import sample_appearance
+from .render import render_images, software_versions, structure_table, write_sample
+from .scene import MitsubaScene, frame_structure, objects_centre
+
+
+@dataclass
+class RenderRequest:
+    scene: str | Path
+    out: Path
+    n: int | None = None            # default: 8 for a sampled layout, all frames of a given one
+    seed: int = 0
+    spp: int | None = None          # default: scene file render.spp
+    res: tuple[int, int] | None = None   # (width, height); default: the layout's camera
+    layout: Path | None = None      # existing BOP dataset dir; None = sample one
+    variant: str | None = None      # Mitsuba variant; None = scene file / auto
+    progress: bool = True
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    rendered: int = 0
+    skipped: int = 0
+    failed: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    layout_seconds: float = 0.0
+    render_seconds: list = field(default_factory=list)
+    variant: str = ""
+
+    def line(self) -> str:
+        per = (sum(self.render_seconds) / len(self.render_seconds)) if self.render_seconds else float("nan")
+        return (f"{self.rendered} rendered, {self.skipped} skipped, {len(self.failed)} failed in "
+                f"{self.seconds:.1f} s ({per:.2f} s/sample, layout {self.layout_seconds:.1f} s, "
+                f"variant {self.variant}) -> {self.out}")
+
+
+def parse_res(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"RES must look like 640x480, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f"RES must be positive, got {text!r}")
+    return w, h
+
+
+def object_models_mm(cfg: SceneConfig, obj_ids) -> dict[int, trimesh.Trimesh]:
+    """BOP model of each object: the union of its parts (mm, model frame)."""
+    models = {}
+    for obj_id in sorted(set(obj_ids)):
+        if obj_id not in cfg.objects:
+            raise ValueError(f"{cfg.path}: layout.instances names obj_id {obj_id}, which objects: does not define")
+        parts = [trimesh.load(p.mesh, process=False, force="mesh") for p in cfg.objects[obj_id].parts]
+        models[obj_id] = trimesh.util.concatenate(parts)
+    return models
+
+
+def rescale_frame(frame: Frame, width: int, height: int) -> Frame:
+    """Same camera at another resolution: K scaled about pixel corners (OpenCV centres)."""
+    if (width, height) == (frame.width, frame.height):
+        return frame
+    sx, sy = width / frame.width, height / frame.height
+    K = frame.K.copy()
+    K[0, 0] *= sx
+    K[1, 1] *= sy
+    K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+    K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return Frame(frame.split, frame.scene_id, frame.im_id, K, width, height, frame.depth_scale,
+                 frame.R_w2c, frame.t_w2c_mm, frame.objects)
+
+
+def prepare_layout(cfg: SceneConfig, req: RenderRequest, n: int) -> BopLayout:
+    if req.layout is not None:
+        return read_layout(req.layout)
+    from .layout import LayoutConfig, generate_layout
+
+    lcfg = LayoutConfig.from_dict(cfg.layout)
+    if req.res is not None:
+        s = req.res[0] / lcfg.width
+        lcfg.fx, lcfg.fy = lcfg.fx * s, lcfg.fy * req.res[1] / lcfg.height
+        lcfg.width, lcfg.height = req.res
+    n_scenes = math.ceil(n / lcfg.cameras_per_scene)
+    root = req.out / "layout"
+    generate_layout(root, object_models_mm(cfg, lcfg.instances), lcfg, req.seed, range(n_scenes),
+                    progress=req.progress)
+    return read_layout(root)
+
+
+def _check_run_manifest(out: Path, manifest: dict) -> None:
+    path = out / "run.json"
+    if path.exists():
+        import json
+
+        old = json.loads(path.read_text())
+        keys = ("scene", "config_digest", "seed", "spp", "res", "layout")
+        diff = [k for k in keys if old.get(k) != manifest.get(k)]
+        if diff:
+            raise ValueError(f"{out} already holds a run with different {', '.join(diff)} "
+                             f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); choose another OUT or delete it")
+    io.write_json(path, manifest)
+
+
+def run(req: RenderRequest) -> RunSummary:
+    t_start = time.perf_counter()
+    cfg = load_scene(req.scene)
+    req.out = Path(req.out)
+    req.out.mkdir(parents=True, exist_ok=True)
+    n_default = 8 if req.layout is None else None
+    n = req.n if req.n is not None else n_default
+    summary = RunSummary(out=req.out)
+
+    t0 = time.perf_counter()
+    layout = prepare_layout(cfg, req, n or 0)
+    summary.layout_seconds = time.perf_counter() - t0
+    frames = layout.frames()
+    if not frames:
+        raise ValueError(f"{layout.root}: the layout has no frames")
+    n = n if n is not None else len(frames)
+    res = req.res or (frames[0].width, frames[0].height)
+    spp = int(req.spp or cfg.render["spp"])
+    samples_dir = req.out / "samples"
+    io.clean_partial(samples_dir)
+
+    from .variants import activate
+
+    mi = activate(req.variant or cfg.render.get("variant", "auto"))
+    summary.variant = mi.variant()
+    manifest = {"scene": cfg.name, "scene_file": str(cfg.path), "config_digest": cfg.digest(), "seed": req.seed,
+                "n": n, "spp": spp, "res": list(res), "layout": str(Path(layout.root).resolve()),
+                "variant": mi.variant(), "versions": software_versions(mi)}
+    _check_run_manifest(req.out, manifest)
+
+    scenes: dict[tuple, MitsubaScene] = {}
+    bar = tqdm(range(n), desc=f"render {cfg.name}", unit="sample", disable=not req.progress, file=sys.stderr)
+    for i in bar:
+        dest = samples_dir / f"{i:06d}"
+        if (dest / "meta.json").is_file():
+            summary.skipped += 1
+            continue
+        frame = rescale_frame(frames[i % len(frames)], *res)
+        try:
+            structure = frame_structure(cfg, layout, frame)
+            slots = [(s.instance, s.obj_id, s.part, s.material) for s in structure.slots]
+            appearance = sample_appearance(cfg, req.seed, i, slots, objects_centre(frame))
+            key = structure.key(cfg.materials)
+            if key not in scenes:
+                scenes.clear()  # one live scene at a time keeps memory flat
+                scenes[key] = MitsubaScene(mi, cfg, structure, appearance, res[0], res[1], spp,
+                                           int(cfg.render["max_depth"]))
+            t = time.perf_counter()
+            images = render_images(scenes[key], frame, appearance, cfg.sensor["mode"])
+            meta = {"index": i, "seed": req.seed, "scene": cfg.name, "config_digest": cfg.digest(),
+                    "frame": {"split": frame.split, "scene_id": frame.scene_id, "im_id": frame.im_id,
+                              "layout": manifest["layout"], "cam_K": frame.K,
+                              "cam_R_w2c": frame.R_w2c, "cam_t_w2c_mm": frame.t_w2c_mm,
+                              "objects": [{"instance": k + 1, "obj_id": o.obj_id, "cam_R_m2c": o.R_m2c,
+                                           "cam_t_m2c_mm": o.t_m2c_mm} for k, o in enumerate(frame.objects)]},
+                    "parts": structure_table(structure), "sampled": appearance, "spp": spp,
+                    "variant": mi.variant(), "versions": manifest["versions"]}
+            with io.atomic_dir(dest) as tmp:
+                write_sample(tmp, images, meta, cfg.sensor)
+            summary.render_seconds.append(time.perf_counter() - t)
+            summary.rendered += 1
+        except (ValueError, RuntimeError, OSError) as exc:
+            summary.failed[i] = f"{type(exc).__name__}: {exc}"
+            tqdm.write(f"sample {i} failed: {summary.failed[i]}", file=sys.stderr)
+    summary.seconds = time.perf_counter() - t_start
+    return summary
+
+
+def load_sample(sample_dir: str | Path) -> dict:
+    """Read a sample back: {'meta': dict, <modality>: ndarray} (images as stored)."""
+    import json
+
+    sample_dir = Path(sample_dir)
+    meta = json.loads((sample_dir / "meta.json").read_text())
+    out = {"meta": meta}
+    for name, entry in meta["files"].items():
+        path = sample_dir / entry["path"]
+        out[name] = io.read_float_tiff(path) if entry["path"].endswith(".tiff") else io.read_png(path)
+    return out
+
+
+def stokes_array(sample: dict) -> np.ndarray:
+    """(4, H, W, C) Stokes from a loaded sample."""
+    st = sample["stokes"]
+    c = st.shape[-1] // 4
+    return np.moveaxis(st.reshape(*st.shape[:2], 4, c), 2, 0)

@@ -1,0 +1,67 @@
+"""Stokes-vector algebra on images (pure numpy, float32/float64).
+
+Conventions
+-----------
+* Stokes vectors are those Mitsuba's ``stokes`` integrator returns, re-expressed in the
+  camera frame with reference axis = image x axis (pointing right in the image).
+  S1 > 0: horizontally (image-x) polarized, S1 < 0: vertically polarized.
+* AoLP phi = 0.5 * atan2(S2, S1) in [-pi/2, pi/2], measured from the image x axis,
+  positive counter-clockwise as seen by a viewer of the image (towards image "up", i.e.
+  towards -y of the OpenCV pixel grid). The ``tests/render/test_physics.py`` sphere test
+  pins this down (specular reflection is polarized tangentially around the sphere).
+* A linear polarizer at angle theta (same reference) transmits
+  I_theta = 0.5 * (S0 + S1 cos 2theta + S2 sin 2theta)  (Malus' law for partially polarized
+  light), so I0 + I90 = I45 + I135 = S0.
+* Unpolarized intensity I_un = S0 (what a sensor without polarizer records).
+* Pixels with S0 <= eps (no light) get DoLP 0 and AoLP 0, never NaN.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+POLARIZER_ANGLES_DEG = (0, 45, 90, 135)
+
+
+def polarizer_image(stokes: np.ndarray, theta_rad: float) -> np.ndarray:
+    """Intensity behind an ideal linear polarizer at ``theta_rad``; ``stokes`` is (4, ...)."""
+    s0, s1, s2 = stokes[0], stokes[1], stokes[2]
+    return 0.5 * (s0 + s1 * np.cos(2 * theta_rad) + s2 * np.sin(2 * theta_rad))
+
+
+def polarizer_images(stokes: np.ndarray) -> dict[int, np.ndarray]:
+    """{0: I0, 45: I45, 90: I90, 135: I135} from Stokes (4, ...)."""
+    return {a: polarizer_image(stokes, np.deg2rad(a)) for a in POLARIZER_ANGLES_DEG}
+
+
+def stokes_from_polarizer_images(i0, i45, i90, i135) -> np.ndarray:
+    """Linear Stokes (S0, S1, S2) recovered from four polarizer images (S3 not observable)."""
+    s0 = 0.5 * (i0 + i45 + i90 + i135)
+    return np.stack([s0, i0 - i90, i45 - i135])
+
+
+def dolp(stokes: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Degree of linear polarization sqrt(S1^2+S2^2)/S0 in [0, 1]; 0 where S0 <= eps."""
+    s0 = stokes[0]
+    lin = np.hypot(stokes[1], stokes[2])
+    ok = s0 > eps
+    out = np.zeros_like(s0)
+    np.divide(lin, s0, out=out, where=ok)
+    return np.clip(out, 0.0, 1.0)
+
+
+def aolp(stokes: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Angle of linear polarization 0.5*atan2(S2, S1) in [-pi/2, pi/2]; 0 where S0 <= eps."""
+    out = 0.5 * np.arctan2(stokes[2], stokes[1])
+    return np.where(stokes[0] > eps, out, 0.0).astype(stokes.dtype, copy=False)
+
+
+def fresnel_reflection_dolp(theta_rad, ior: float) -> np.ndarray:
+    """DoLP of initially unpolarized light after specular reflection on a dielectric of
+    index ``ior`` (from air) at incidence ``theta_rad``: (Rs - Rp) / (Rs + Rp)."""
+    t = np.asarray(theta_rad, dtype=np.float64)
+    cos_i = np.cos(t)
+    sin_t = np.sin(t) / ior
+    cos_t = np.sqrt(np.clip(1.0 - sin_t**2, 0.0, 1.0))
+    rs = ((cos_i - ior * cos_t) / (cos_i + ior * cos_t)) ** 2
+    rp = ((ior * cos_i - cos_t) / (ior * cos_i + cos_t)) ** 2
+    return (rs - rp) / np.maximum(rs + rp, 1e-12)

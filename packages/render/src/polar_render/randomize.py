@@ -1,0 +1,90 @@
+"""Per-sample randomisation (Polar-Ano Table I ranges come from the scene file).
+
+Every draw for sample ``i`` comes from ``np.random.default_rng([seed, i, stream])``, so a
+sample is a pure function of (scene config, seed, i), whatever order or batch it is
+rendered in. Streams: 0 = layout (per BOP scene), 1 = appearance, 2 = Mitsuba sampler seed.
+Draw order is fixed: materials (instances in BOP order, parts in scene-file order), spot
+light, ground, environment, render seed. All returned values are plain floats/lists so
+they can be stored in ``meta.json`` verbatim.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import SceneConfig, check_range
+
+STREAM_LAYOUT, STREAM_APPEARANCE, STREAM_RENDER = 0, 1, 2
+
+
+def rng_for(seed: int, index: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(index), int(stream)])
+
+
+def _u(rng: np.random.Generator, value, where: str, lo=-np.inf, hi=np.inf) -> float:
+    a, b = check_range(value, where, lo, hi)
+    return float(rng.uniform(a, b))
+
+
+def _color(rng, value, where) -> list[float]:
+    a, b = check_range(value, where, 0.0, 1.0)
+    return [float(x) for x in rng.uniform(a, b, size=3)]
+
+
+def sample_material(rng: np.random.Generator, name: str, spec: dict) -> dict:
+    """Concrete BSDF parameters for one part: {'type', 'color'?, 'alpha'?, 'ior'?, 'conductor'?}."""
+    where = f"materials.{name}"
+    t = spec["type"]
+    out = {"material": name, "type": t}
+    if t == "pplastic":
+        out["color"] = _color(rng, spec.get("color", [0.0, 1.0]), f"{where}.color")
+        out["alpha"] = _u(rng, spec.get("alpha", 0.1), f"{where}.alpha", 1e-4, 1.0)
+        out["ior"] = _u(rng, spec.get("ior", 1.49), f"{where}.ior", 1.0, 4.0)
+    elif t == "roughconductor":
+        out["alpha"] = _u(rng, spec.get("alpha", 0.3), f"{where}.alpha", 1e-4, 1.0)
+        out["conductor"] = str(spec.get("conductor", "Al"))
+    elif t == "diffuse":
+        out["color"] = _color(rng, spec.get("color", [0.0, 1.0]), f"{where}.color")
+    return out
+
+
+def _on_shell(rng, spec: dict, centre: np.ndarray, where: str) -> tuple[list[float], dict]:
+    r = _u(rng, spec["radius_m"], f"{where}.radius_m", 0.0)
+    el = np.deg2rad(_u(rng, spec["elevation_deg"], f"{where}.elevation_deg", -90, 90))
+    az = np.deg2rad(_u(rng, spec.get("azimuth_deg", [0.0, 360.0]), f"{where}.azimuth_deg"))
+    pos = centre + r * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+    return [float(x) for x in pos], {"radius_m": r, "elevation_deg": float(np.rad2deg(el)),
+                                     "azimuth_deg": float(np.rad2deg(az))}
+
+
+def sample_appearance(cfg: SceneConfig, seed: int, index: int,
+                      part_slots: list[tuple[int, int, str, str]], centre_m) -> dict:
+    """Sample every appearance parameter of sample ``index``.
+
+    ``part_slots``: (instance index, obj_id, part name, material name) for every rendered
+    part, in scene order. ``centre_m``: world position (m) the light is aimed at.
+    """
+    rng = rng_for(seed, index, STREAM_APPEARANCE)
+    centre = np.asarray(centre_m, dtype=np.float64)
+    parts = []
+    for inst, obj_id, part, mat in part_slots:
+        m = sample_material(rng, mat, cfg.materials[mat])
+        parts.append({"instance": inst, "obj_id": obj_id, "part": part, **m})
+
+    spot_cfg = cfg.lights["spot"]
+    pos, shell = _on_shell(rng, spot_cfg, centre, "lights.spot")
+    spot = {"position_m": pos, "target_m": [float(x) for x in centre], **shell,
+            "intensity": _u(rng, spot_cfg["intensity"], "lights.spot.intensity", 0.0),
+            "cutoff_deg": float(spot_cfg["cutoff_deg"]), "beam_deg": float(spot_cfg["beam_deg"])}
+
+    g = cfg.background["ground"]
+    color0 = _color(rng, g["color"], "background.ground.color")
+    checker = bool(rng.uniform() < float(g["checker_probability"]))
+    color1 = _color(rng, g["color"], "background.ground.color")
+    scale = _u(rng, g["checker_scale"], "background.ground.checker_scale", 0.0)
+    alpha = _u(rng, g["alpha"], "background.ground.alpha", 1e-4, 1.0)
+    ground = {"color0": color0, "color1": color1 if checker else color0, "checker": checker,
+              "checker_scale": scale, "alpha": alpha, "size_m": float(g["size_m"]), "z_m": float(g["z_m"]),
+              "centre_m": [float(centre[0]), float(centre[1])]}
+    env = {"radiance": _u(rng, cfg.background["environment"]["radiance"], "background.environment.radiance", 0.0)}
+    render_seed = int(rng_for(seed, index, STREAM_RENDER).integers(0, 2**31 - 1))
+    return {"parts": parts, "spot": spot, "ground": ground, "environment": env, "render_seed": render_seed}

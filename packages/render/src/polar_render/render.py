@@ -1,0 +1,174 @@
+"""Render one sample: Stokes pass + exact AOV pass -> every modality, written atomically.
+
+Output directory of a sample (``meta.json`` describes each file: path, dtype, shape,
+channel names, units):
+
+==============  =====================================================================
+``stokes``      float32 TIFF (H, W, 4*C): S0..S3, channels ``S0.R, S0.G, S0.B, S1.R, ...``
+                (C = 3 for an RGB sensor, 1 ``Y`` for mono); radiance, scene units.
+``pol0..135``   uint16 PNG: intensity behind a linear polarizer at 0/45/90/135 degrees
+                (reference: image x axis), ``DN = round(I * exposure_scale)``, one
+                ``exposure_scale`` shared by the four images and stored in meta.json.
+``intensity``   float32 TIFF (H, W, C): unpolarized intensity I_un = S0.
+``dolp``        float32 TIFF (H, W, C) in [0, 1]; ``aolp`` float32 (H, W, C) radians in
+                [-pi/2, pi/2], from the image x axis, counter-clockwise on screen.
+``normals``     float32 TIFF (H, W, 3): unit shading normals in the OpenCV camera frame
+                (x right, y down, z forward; surfaces facing the camera have n_z < 0);
+                0 where no surface.
+``depth``       float32 TIFF (H, W): metres along the optical axis (camera z); 0 = no hit.
+``object_mask`` uint16 PNG: BOP instance index (1-based, order of scene_gt.json); 0 = none.
+``part_mask``   uint16 PNG: global part id (table ``parts`` in meta.json); 0 = none.
+==============  =====================================================================
+
+Normals, depth and masks come from one ray through each pixel centre (box filter), so
+they are exact per pixel; the Stokes pass also uses a box filter so that its pixels
+align with the masks (no reconstruction-filter blur across edges).
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, io
+from .bop import Frame
+from .polarization import POLARIZER_ANGLES_DEG, aolp, dolp, polarizer_images
+from .scene import FrameStructure, MitsubaScene, camera_to_world
+from .geometry import invert_pose
+
+LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec. 709 luminance of linear RGB
+ZERO_S0 = 1e-8
+
+
+@dataclass
+class SampleImages:
+    stokes: np.ndarray        # (4, H, W, C) float32
+    channels: list[str]       # C names
+    normals: np.ndarray       # (H, W, 3) float32, OpenCV camera frame
+    depth: np.ndarray         # (H, W) float32, metres
+    object_mask: np.ndarray   # (H, W) uint16
+    part_mask: np.ndarray     # (H, W) uint16
+    nonfinite: int            # Stokes values that were NaN/inf (set to 0)
+    timings: dict
+
+
+def stokes_from_render(raw: np.ndarray, mode: str) -> tuple[np.ndarray, list[str]]:
+    """Mitsuba's (H, W, 15) stokes-integrator output -> (4, H, W, C)."""
+    if raw.shape[-1] != 15:
+        raise RuntimeError(f"unexpected stokes output with {raw.shape[-1]} channels (expected RGB + 4x RGB)")
+    st = np.moveaxis(raw[..., 3:].reshape(*raw.shape[:2], 4, 3), 2, 0)
+    if mode == "mono":
+        return (st @ LUMA)[..., None].astype(np.float32), ["Y"]
+    return np.ascontiguousarray(st, dtype=np.float32), ["R", "G", "B"]
+
+
+def aov_products(aov: np.ndarray, frame: Frame, scene: MitsubaScene):
+    """Masks, camera-frame normals and z-depth from the AOV pass."""
+    sid = np.rint(aov[..., 6]).astype(np.int64)
+    object_mask = np.zeros(sid.shape, np.uint16)
+    part_mask = np.zeros(sid.shape, np.uint16)
+    for reg, slot in scene.shape_registry.items():
+        hit = sid == reg
+        object_mask[hit] = slot.instance
+        part_mask[hit] = slot.part_id
+    hit_any = sid > 0
+    w2c = invert_pose(camera_to_world(frame) @ np.diag([-1.0, -1.0, 1.0, 1.0]))  # world -> OpenCV camera
+    pos = aov[..., 0:3].astype(np.float64)
+    depth = (pos @ w2c[2, :3] + w2c[2, 3])
+    depth = np.where(hit_any, depth, 0.0).astype(np.float32)
+    n = aov[..., 3:6].astype(np.float64) @ w2c[:3, :3].T
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    n = np.where(hit_any[..., None] & (norm > 0), n / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+    return object_mask, part_mask, n, depth
+
+
+def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str) -> SampleImages:
+    t0 = time.perf_counter()
+    scene.update(frame, appearance)
+    t1 = time.perf_counter()
+    raw = scene.render_stokes(appearance["render_seed"])
+    t2 = time.perf_counter()
+    aov = scene.render_aov()
+    t3 = time.perf_counter()
+    bad = ~np.isfinite(raw)
+    nonfinite = int(bad.sum())
+    if nonfinite:
+        raw = np.where(bad, 0.0, raw).astype(np.float32)
+    stokes, channels = stokes_from_render(raw, mode)
+    object_mask, part_mask, normals, depth = aov_products(aov, frame, scene)
+    t4 = time.perf_counter()
+    return SampleImages(stokes, channels, normals, depth, object_mask, part_mask, nonfinite,
+                        {"update_s": t1 - t0, "stokes_render_s": t2 - t1, "aov_render_s": t3 - t2, "post_s": t4 - t3})
+
+
+def exposure_scale(stokes: np.ndarray, sensor: dict) -> float:
+    """DN per radiance unit shared by the four polarizer images."""
+    exp = sensor.get("exposure", "auto")
+    if exp != "auto":
+        return float(exp)
+    ref = float(np.percentile(stokes[0], float(sensor.get("exposure_percentile", 99.5))))
+    return 0.9 * 65535.0 / ref if ref > ZERO_S0 else 1.0
+
+
+def _entry(path, dtype, shape, channels, units, **extra) -> dict:
+    return {"path": path, "dtype": dtype, "shape": list(shape), "channels": channels, "units": units, **extra}
+
+
+def write_sample(dest: Path, images: SampleImages, meta: dict, sensor: dict) -> dict:
+    """Write every modality of one sample into ``dest`` (already a temporary directory)."""
+    st, ch = images.stokes, images.channels
+    h, w = st.shape[1:3]
+    files = {}
+    stokes_hwc = np.concatenate([st[k] for k in range(4)], axis=-1)
+    io.write_float_tiff(dest / "stokes.tiff", stokes_hwc)
+    files["stokes"] = _entry("stokes.tiff", "float32", stokes_hwc.shape,
+                             [f"S{k}.{c}" for k in range(4) for c in ch], "radiance (scene units, W m^-2 sr^-1 nm^-1 scale)",
+                             reference_axis="image x (right)")
+    scale = exposure_scale(st, sensor)
+    for angle, img in polarizer_images(st).items():
+        dn = np.clip(np.rint(img * scale), 0, 65535).astype(np.uint16)
+        name = f"pol{angle}"
+        io.write_png16(dest / f"{name}.png", dn[..., 0] if len(ch) == 1 else dn)
+        files[name] = _entry(f"{name}.png", "uint16", dn.shape if len(ch) > 1 else dn.shape[:2], ch,
+                             "DN = round(radiance * exposure_scale)", polarizer_deg=angle, exposure_scale=scale)
+    s0 = st[0]
+    io.write_float_tiff(dest / "intensity.tiff", s0)
+    files["intensity"] = _entry("intensity.tiff", "float32", s0.shape, ch, "radiance (I_un = S0)")
+    d = dolp(st, ZERO_S0)
+    io.write_float_tiff(dest / "dolp.tiff", d)
+    files["dolp"] = _entry("dolp.tiff", "float32", d.shape, ch, "fraction in [0, 1]")
+    a = aolp(st, ZERO_S0)
+    io.write_float_tiff(dest / "aolp.tiff", a)
+    files["aolp"] = _entry("aolp.tiff", "float32", a.shape, ch,
+                           "radians in [-pi/2, pi/2], from image x axis, counter-clockwise on screen")
+    io.write_float_tiff(dest / "normals.tiff", images.normals)
+    files["normals"] = _entry("normals.tiff", "float32", images.normals.shape, ["x", "y", "z"],
+                              "unit vector, OpenCV camera frame (x right, y down, z forward)")
+    io.write_float_tiff(dest / "depth.tiff", images.depth)
+    files["depth"] = _entry("depth.tiff", "float32", images.depth.shape, ["z"], "metres along optical axis; 0 = no hit")
+    io.write_png16(dest / "object_mask.png", images.object_mask)
+    files["object_mask"] = _entry("object_mask.png", "uint16", (h, w), ["instance"], "BOP instance index, 0 = background")
+    io.write_png16(dest / "part_mask.png", images.part_mask)
+    files["part_mask"] = _entry("part_mask.png", "uint16", (h, w), ["part"], "part id (meta.parts), 0 = background")
+    meta = dict(meta)
+    meta["files"] = files
+    meta["exposure_scale"] = scale
+    meta["nonfinite_stokes_values"] = images.nonfinite
+    meta["zero_intensity_pixels"] = int((s0.max(axis=-1) <= ZERO_S0).sum())
+    meta["timings"] = images.timings
+    io.write_json(dest / "meta.json", meta)
+    return meta
+
+
+def software_versions(mi) -> dict:
+    import drjit
+    return {"polar_render": __version__, "mitsuba": mi.__version__, "drjit": drjit.__version__,
+            "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine()}
+
+
+def structure_table(structure: FrameStructure) -> list[dict]:
+    return [{"part_id": s.part_id, "instance": s.instance, "obj_id": s.obj_id, "part": s.part,
+             "material": s.material, "mesh": s.mesh.name} for s in structure.slots]

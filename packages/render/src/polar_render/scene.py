@@ -1,0 +1,214 @@
+"""A BOP frame plus sampled appearance as a Mitsuba 3 polarized scene.
+
+Frames and units
+----------------
+* BOP: millimetres; OpenCV camera (x right, y down, z forward); ``cam_R_w2c``/``cam_t_w2c``
+  give the world (Z-up, support surface at ``ground.z_m``) to camera transform.
+* Mitsuba world: the BOP world in metres. Mitsuba's camera looks along local +z with +y up
+  and +x to the *left*, so ``to_world = T_c2w(OpenCV) @ diag(-1, -1, 1, 1)``.
+* Intrinsics: ``fov_x = 2 atan(W / 2 fx)``. Mitsuba's ``principal_point_offset_{x,y}`` moves
+  the image content by ``-offset * size`` pixels, so for OpenCV ``cx, cy`` (pixel centres at
+  integer coordinates, image centre at ``(W-1)/2``) we set
+  ``offset_x = -(cx - (W-1)/2) / W`` and ``offset_y = -(cy - (H-1)/2) / H``
+  (pinned by ``tests/render/test_geometry.py``). Non-square pixels are refused.
+
+The scene is built once per *structure* (which objects/parts and material types exist);
+each sample then only writes values through ``mi.traverse`` (poses as vertex positions,
+camera, materials, light, ground, environment): no reload, no kernel recompilation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .bop import BopLayout, Frame
+from .config import SceneConfig
+from .geometry import invert_pose, pose_matrix
+from .materials import bsdf_dict, set_bsdf, structure_key
+
+OPENCV_TO_MITSUBA_CAM = np.diag([-1.0, -1.0, 1.0, 1.0])
+AOV_SPEC = "pos:position,nrm:sh_normal,sid:shape_index"
+SQUARE_PIXEL_RTOL = 1e-4
+
+
+class SceneError(ValueError):
+    """A frame cannot be rendered (e.g. non-square pixels, missing world pose)."""
+
+
+@dataclass(frozen=True)
+class PartSlot:
+    """One rendered mesh: a part of one object instance of the frame."""
+    key: str            # Mitsuba shape id, e.g. "i1_brick_top"
+    instance: int       # 1-based index of the object in the BOP frame (object_mask value)
+    obj_id: int
+    part: str
+    part_id: int        # 1-based global part index (part_mask value)
+    mesh: Path
+    material: str
+
+
+@dataclass
+class FrameStructure:
+    slots: list[PartSlot] = field(default_factory=list)
+
+    def key(self, materials: dict) -> tuple:
+        return tuple((s.key, str(s.mesh), structure_key(materials[s.material])) for s in self.slots)
+
+
+def frame_structure(cfg: SceneConfig, layout: BopLayout | None, frame: Frame) -> FrameStructure:
+    """Which meshes/materials a frame needs. Objects the scene file does not describe use the
+    layout's own model (``models/obj_XXXXXX.ply``) with ``default_material``."""
+    st = FrameStructure()
+    for inst, obj in enumerate(frame.objects, start=1):
+        spec = cfg.objects.get(obj.obj_id)
+        if spec is not None:
+            parts = [(p.name, p.mesh, p.material) for p in spec.parts]
+        elif layout is not None:
+            layout.load_model(obj.obj_id)  # validates the file (units, readability)
+            parts = [("model", layout.model_path(obj.obj_id), cfg.default_material)]
+        else:
+            raise SceneError(f"obj_id {obj.obj_id} is not described in {cfg.path} and no layout models are given")
+        for name, mesh, mat in parts:
+            st.slots.append(PartSlot(f"i{inst}_{name}", inst, obj.obj_id, name, len(st.slots) + 1, Path(mesh), mat))
+    return st
+
+
+def ply_has_normals(path: Path) -> bool:
+    """True when a PLY header declares per-vertex normals (nx, ny, nz)."""
+    with open(path, "rb") as f:
+        header = f.read(4096).split(b"end_header")[0]
+    return b"property float nx" in header or b"property double nx" in header
+
+
+def intrinsics_to_mitsuba(K: np.ndarray, width: int, height: int) -> dict:
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    if abs(fx - fy) > SQUARE_PIXEL_RTOL * max(fx, fy) or abs(K[0, 1]) > 1e-9:
+        raise SceneError(f"non-square pixels or skew are not supported: fx={fx}, fy={fy}, skew={K[0, 1]}")
+    return {"fov": float(np.degrees(2.0 * np.arctan(width / (2.0 * fx)))),
+            "principal_point_offset_x": float(-(cx - (width - 1) / 2.0) / width),
+            "principal_point_offset_y": float(-(cy - (height - 1) / 2.0) / height)}
+
+
+def camera_to_world(frame: Frame) -> np.ndarray:
+    """Mitsuba sensor ``to_world`` (metres) of a BOP frame."""
+    if frame.R_w2c is None or frame.t_w2c_mm is None:
+        raise SceneError(
+            f"scene {frame.scene_id} image {frame.im_id}: scene_camera.json has no cam_R_w2c/cam_t_w2c; "
+            "the renderer needs the world pose to place the ground and lights")
+    T_w2c = pose_matrix(frame.R_w2c, np.asarray(frame.t_w2c_mm) / 1000.0)
+    return invert_pose(T_w2c) @ OPENCV_TO_MITSUBA_CAM
+
+
+def object_to_world(frame: Frame, index: int) -> np.ndarray:
+    """Model (metres) to world transform of object ``index`` (0-based) of the frame."""
+    obj = frame.objects[index]
+    T_m2c = pose_matrix(obj.R_m2c, np.asarray(obj.t_m2c_mm) / 1000.0)
+    T_w2c = pose_matrix(frame.R_w2c, np.asarray(frame.t_w2c_mm) / 1000.0)
+    return invert_pose(T_w2c) @ T_m2c
+
+
+def objects_centre(frame: Frame) -> np.ndarray:
+    """Mean world position (m) of the frame's objects (what lights aim at)."""
+    return np.mean([object_to_world(frame, k)[:3, 3] for k in range(len(frame.objects))], axis=0)
+
+
+class MitsubaScene:
+    """One Mitsuba scene with a Stokes camera and an exact AOV camera, updated per sample."""
+
+    def __init__(self, mi, cfg: SceneConfig, structure: FrameStructure, first: dict,
+                 width: int, height: int, spp: int, max_depth: int):
+        self.mi, self.cfg, self.structure = mi, cfg, structure
+        self.width, self.height, self.spp = width, height, spp
+        self._spectral = "spectral" in mi.variant()
+        box = {"type": "box"}
+        film = {"type": "hdrfilm", "width": width, "height": height, "pixel_format": "rgb", "rfilter": box}
+        ident = mi.ScalarTransform4f()
+        d = {"type": "scene",
+             "integrator": {"type": "stokes", "integrator": {"type": "path", "max_depth": int(max_depth)}},
+             "camera": {"type": "perspective", "fov_axis": "x", "fov": 45.0, "to_world": ident, "film": film,
+                        "sampler": {"type": "independent", "sample_count": int(spp)}},
+             "aov_camera": {"type": "perspective", "fov_axis": "x", "fov": 45.0, "to_world": ident, "film": dict(film),
+                            "sampler": {"type": "stratified", "sample_count": 1, "jitter": False}},
+             "ground": {"type": "rectangle", "bsdf": {"type": "pplastic", "alpha": 0.3, "diffuse_reflectance": {
+                 "type": "checkerboard", "color0": {"type": "rgb", "value": [0.5] * 3},
+                 "color1": {"type": "rgb", "value": [0.5] * 3}}}},
+             "spot": {"type": "spot", "intensity": {"type": "uniform", "value": 1.0},
+                      "cutoff_angle": 20.0, "beam_width": 15.0},
+             "environment": {"type": "constant", "radiance": {"type": "uniform", "value": 0.1}}}
+        mats = {(p["instance"], p["part"]): p for p in first["parts"]}
+        for s in structure.slots:
+            # Without stored normals Mitsuba would smooth across sharp edges: use face normals.
+            d[s.key] = {"type": "ply", "filename": str(s.mesh), "face_normals": not ply_has_normals(s.mesh),
+                        "bsdf": bsdf_dict(mats[(s.instance, s.part)])}
+        self.scene = mi.load_dict(d)
+        self.aov_integrator = mi.load_dict({"type": "aov", "aovs": AOV_SPEC})
+        self.params = mi.traverse(self.scene)
+        sensors = {s.id(): i for i, s in enumerate(self.scene.sensors())}
+        self.camera_index, self.aov_index = sensors["camera"], sensors["aov_camera"]
+        # Model-frame vertices (m) and normals in the order Mitsuba loaded them.
+        self._model = {}
+        for s in structure.slots:
+            v = np.array(self.params[f"{s.key}.vertex_positions"], dtype=np.float64).reshape(-1, 3) / 1000.0
+            n = np.array(self.params[f"{s.key}.vertex_normals"], dtype=np.float64).reshape(-1, 3)
+            self._model[s.key] = (v, n if n.size == v.size else None)
+        # Registry id of each shape -> slot (the shape_index AOV holds these ids).
+        dr = __import__("drjit")
+        ids = np.array(dr.reinterpret_array(mi.UInt32, mi.ShapePtr(self.scene.shapes()))).ravel()
+        by_key = {sh.id(): int(i) for sh, i in zip(self.scene.shapes(), ids)}
+        self.shape_registry = {by_key[s.key]: s for s in structure.slots}
+        self.ground_registry = by_key["ground"]
+
+    def _rgb(self, color):
+        if self._spectral:
+            return self.mi.srgb_model_fetch(self.mi.ScalarColor3f(*color))
+        return self.mi.Color3f(*color)
+
+    def update(self, frame: Frame, appearance: dict) -> None:
+        """Write camera, poses and every sampled appearance value; never reloads."""
+        mi, p = self.mi, self.params
+        if (frame.width, frame.height) != (self.width, self.height):
+            raise SceneError(f"frame size {frame.width}x{frame.height} differs from the scene's {self.width}x{self.height}")
+        intr = intrinsics_to_mitsuba(frame.K, frame.width, frame.height)
+        c2w = mi.ScalarTransform4f(camera_to_world(frame))
+        for cam in ("camera", "aov_camera"):
+            p[f"{cam}.to_world"] = c2w
+            p[f"{cam}.x_fov"] = intr["fov"]
+            p[f"{cam}.principal_point_offset_x"] = intr["principal_point_offset_x"]
+            p[f"{cam}.principal_point_offset_y"] = intr["principal_point_offset_y"]
+        poses = {k + 1: object_to_world(frame, k) for k in range(len(frame.objects))}
+        mats = {(m["instance"], m["part"]): m for m in appearance["parts"]}
+        for s in self.structure.slots:
+            T = poses[s.instance]
+            v, n = self._model[s.key]
+            p[f"{s.key}.vertex_positions"] = mi.Float((v @ T[:3, :3].T + T[:3, 3]).ravel().astype(np.float32))
+            if n is not None:
+                p[f"{s.key}.vertex_normals"] = mi.Float((n @ T[:3, :3].T).ravel().astype(np.float32))
+            set_bsdf(p, f"{s.key}.bsdf", mats[(s.instance, s.part)], self._rgb)
+        sp = appearance["spot"]
+        up = [0.0, 1.0, 0.0] if abs(sp["elevation_deg"]) > 89.0 else [0.0, 0.0, 1.0]
+        p["spot.to_world"] = mi.ScalarTransform4f().look_at(origin=sp["position_m"], target=sp["target_m"], up=up)
+        p["spot.intensity.value"] = float(sp["intensity"])
+        p["spot.cutoff_angle"] = float(sp["cutoff_deg"])
+        p["spot.beam_width"] = float(sp["beam_deg"])
+        g = appearance["ground"]
+        half = g["size_m"] / 2.0
+        p["ground.to_world"] = mi.ScalarTransform4f().translate([g["centre_m"][0], g["centre_m"][1], g["z_m"]]).scale([half, half, 1.0])
+        p["ground.bsdf.diffuse_reflectance.color0.value"] = self._rgb(g["color0"])
+        p["ground.bsdf.diffuse_reflectance.color1.value"] = self._rgb(g["color1"])
+        p["ground.bsdf.alpha.value"] = float(g["alpha"])
+        p["ground.bsdf.diffuse_reflectance.to_uv"] = mi.ScalarTransform3f().scale([g["checker_scale"], g["checker_scale"]])
+        p["environment.radiance.value"] = float(appearance["environment"]["radiance"])
+        p.update()
+
+    def render_stokes(self, seed: int) -> np.ndarray:
+        """(H, W, 15) float32: R, G, B, then S0..S3 (each R, G, B) from the ``stokes`` integrator."""
+        img = self.mi.render(self.scene, sensor=self.camera_index, seed=int(seed), spp=self.spp)
+        return np.array(img, dtype=np.float32)
+
+    def render_aov(self) -> np.ndarray:
+        """(H, W, 7) float32: world position (3), shading normal (3), shape registry id (1);
+        one ray through each pixel centre, box filter, so values are exact per pixel."""
+        img = self.mi.render(self.scene, sensor=self.aov_index, integrator=self.aov_integrator, seed=0, spp=1)
+        return np.array(img, dtype=np.float32)
