@@ -134,6 +134,8 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
             check_range(m["alpha"], f"{where}.alpha", 1e-4, 1.0)
         if "color" in m:
             check_range(m["color"], f"{where}.color", 0.0, 1.0)
+        if "ior" in m:
+            check_range(m["ior"], f"{where}.ior", 1.0, 4.0)
     default_material = merged.get("default_material", "default")
     if default_material not in materials:
         materials.setdefault("default", {"type": "pplastic", "color": [0.0, 1.0], "alpha": [0.05, 0.3]})
@@ -163,10 +165,13 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
     sensor = merged["sensor"]
     if sensor["mode"] not in ("rgb", "mono"):
         raise SceneConfigError(f"{path}: sensor.mode must be 'rgb' or 'mono'")
-    for k, (lo, hi) in {"radius_m": (0, 100), "elevation_deg": (-90, 90), "intensity": (0, 1e6)}.items():
+    for k, (lo, hi) in {"radius_m": (0, 100), "elevation_deg": (-90, 90), "intensity": (0, 1e6),
+                        "azimuth_deg": (-float("inf"), float("inf"))}.items():
         check_range(merged["lights"]["spot"][k], f"{path}: lights.spot.{k}", lo, hi)
     check_range(merged["background"]["environment"]["radiance"], f"{path}: background.environment.radiance", 0)
     check_range(merged["background"]["ground"]["color"], f"{path}: background.ground.color", 0, 1)
+    check_range(merged["background"]["ground"]["alpha"], f"{path}: background.ground.alpha", 1e-4, 1)
+    check_range(merged["background"]["ground"]["checker_scale"], f"{path}: background.ground.checker_scale", 0)
 
     return SceneConfig(name=merged.get("name", path.parent.name), path=path, objects=objects,
                        default_material=default_material, materials=materials,

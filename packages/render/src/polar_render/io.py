@@ -75,7 +75,11 @@ def write_float_tiff(path, array: np.ndarray) -> None:
 
 
 def read_float_tiff(path) -> np.ndarray:
-    return tifffile.imread(path)
+    """float TIFF as stored; raises OSError naming the file if unreadable."""
+    try:
+        return tifffile.imread(path)
+    except Exception as exc:  # tifffile/zlib raise many types for damaged files
+        raise OSError(f"{path}: not a readable TIFF: {type(exc).__name__}: {exc}") from exc
 
 
 def write_png16(path, array: np.ndarray) -> None:

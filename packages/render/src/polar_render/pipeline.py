@@ -23,7 +23,7 @@ from .bop import BopLayout, Frame, read_layout
 from .config import SceneConfig, load_scene
 from .randomize import sample_appearance
 from .render import render_images, software_versions, structure_table, write_sample
-from .scene import MitsubaScene, frame_structure, objects_centre
+from .scene import MitsubaScene, camera_to_world, frame_structure, objects_centre
 
 
 @dataclass
@@ -37,6 +37,7 @@ class RenderRequest:
     layout: Path | None = None      # existing BOP dataset dir; None = sample one
     variant: str | None = None      # Mitsuba variant; None = scene file / auto
     progress: bool = True
+    indices: list[int] | None = None  # render only these sample indices (each still a pure function of seed, i)
 
 
 @dataclass
@@ -111,18 +112,21 @@ def prepare_layout(cfg: SceneConfig, req: RenderRequest, n: int) -> BopLayout:
     return read_layout(root)
 
 
-def _check_run_manifest(out: Path, manifest: dict) -> None:
+def _check_run_manifest(out: Path, manifest: dict, write: bool = True) -> None:
+    """Refuse a run whose configuration differs from ``out/run.json``; keys absent from
+    ``manifest`` are not compared (early check before the layout exists)."""
     path = out / "run.json"
     if path.exists():
         import json
 
         old = json.loads(path.read_text())
         keys = ("scene", "config_digest", "seed", "spp", "res", "layout")
-        diff = [k for k in keys if old.get(k) != manifest.get(k)]
+        diff = [k for k in keys if k in manifest and old.get(k) != manifest.get(k)]
         if diff:
             raise ValueError(f"{out} already holds a run with different {', '.join(diff)} "
                              f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); choose another OUT or delete it")
-    io.write_json(path, manifest)
+    if write:
+        io.write_json(path, manifest)
 
 
 def run(req: RenderRequest) -> RunSummary:
@@ -133,6 +137,19 @@ def run(req: RenderRequest) -> RunSummary:
     n_default = 8 if req.layout is None else None
     n = req.n if req.n is not None else n_default
     summary = RunSummary(out=req.out)
+
+    # Refuse a mismatching OUT before prepare_layout writes anything into it (out/layout).
+    early = {"scene": cfg.name, "config_digest": cfg.digest(), "seed": req.seed,
+             "spp": int(req.spp or cfg.render["spp"]),
+             "layout": str(Path(req.layout if req.layout is not None else req.out / "layout").resolve())}
+    if req.res is not None:
+        early["res"] = list(req.res)
+    elif req.layout is None and (req.out / "run.json").exists():
+        from .layout import LayoutConfig
+
+        lcfg = LayoutConfig.from_dict(cfg.layout)
+        early["res"] = [lcfg.width, lcfg.height]
+    _check_run_manifest(req.out, early, write=False)
 
     t0 = time.perf_counter()
     layout = prepare_layout(cfg, req, n or 0)
@@ -156,7 +173,11 @@ def run(req: RenderRequest) -> RunSummary:
     _check_run_manifest(req.out, manifest)
 
     scenes: dict[tuple, MitsubaScene] = {}
-    bar = tqdm(range(n), desc=f"render {cfg.name}", unit="sample", disable=not req.progress, file=sys.stderr)
+    todo = range(n) if req.indices is None else sorted(set(int(i) for i in req.indices))
+    bad = [i for i in todo if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"sample indices {bad} are outside 0..{n - 1}")
+    bar = tqdm(todo, desc=f"render {cfg.name}", unit="sample", disable=not req.progress, file=sys.stderr)
     for i in bar:
         dest = samples_dir / f"{i:06d}"
         if (dest / "meta.json").is_file():
@@ -164,6 +185,7 @@ def run(req: RenderRequest) -> RunSummary:
             continue
         frame = rescale_frame(frames[i % len(frames)], *res)
         try:
+            camera_to_world(frame)  # SceneError naming cam_R_w2c if the frame has no world pose
             structure = frame_structure(cfg, layout, frame)
             slots = [(s.instance, s.obj_id, s.part, s.material) for s in structure.slots]
             appearance = sample_appearance(cfg, req.seed, i, slots, objects_centre(frame))

@@ -1,0 +1,343 @@
+"""Render benchmark (``make bench``): layout, end-to-end pipeline and raw ``mi.render`` side by side.
+
+Run as ``python -m polar_render.bench [--n 6] [--spp 16] [--res 640x480] [--json PATH]``.
+
+What is measured, all in one process on the same machine:
+
+* **layout**: ``generate_layout`` (embedded pybullet sampler) for ``--layout-scenes`` scenes
+  into a temporary directory, seconds per scene;
+* **end to end**: ``pipeline.run`` on ``--n`` samples into a temporary directory. Wall time
+  per sample is taken at the boundaries of the pipeline's sample loop (its progress-bar
+  iterator is wrapped), so it includes everything the loop does. The first sample carries
+  the one-time scene build and kernel compilation and is reported separately;
+* **raw**: ``MitsubaScene.render_stokes`` (``mi.render`` of the Stokes pass plus the
+  transfer to numpy) on the very scene object the pipeline used, already updated, same
+  spp, after one warm-up call; median of ``--raw-repeats`` calls;
+* **recompilation**: with ``drjit.JitFlag.KernelHistory`` on, JIT kernels with
+  ``cache_hit == 0`` launched per sample (target 0 after the first sample);
+* **write profile**: the cost of each file of one sample (``write_sample``).
+
+The pipeline overhead is end-to-end seconds per sample / raw Stokes seconds (target <= 1.15).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import io, pipeline
+from .pipeline import RenderRequest, object_models_mm, parse_res
+
+TARGET_OVERHEAD = 1.15
+
+
+# --------------------------------------------------------------------------- machine facts
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_facts(mi) -> dict:
+    import drjit as dr
+
+    facts = {"cpu_model": cpu_model(), "cores_logical": os.cpu_count(),
+             "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+             "platform": platform.platform(), "python": platform.python_version(),
+             "mitsuba": mi.__version__, "drjit": dr.__version__, "variant": mi.variant(),
+             "numpy": np.__version__, "libllvm": os.environ.get("DRJIT_LIBLLVM_PATH", "")}
+    try:
+        facts["drjit_threads"] = dr.thread_count()
+    except Exception:  # noqa: BLE001 - informative only
+        pass
+    for mod in ("tifffile", "cv2", "pybullet"):
+        try:
+            m = __import__(mod)
+            facts[mod] = getattr(m, "__version__", "?")
+        except Exception:  # noqa: BLE001
+            facts[mod] = "missing"
+    return facts
+
+
+# --------------------------------------------------------------------------- kernel history
+def _jit_stats(entries) -> dict:
+    import drjit as dr
+
+    jit = [e for e in entries if e.get("type") == dr.KernelType.JIT]
+    compiled = [e for e in jit if not e.get("cache_hit")]
+    return {"jit_launches": len(jit), "compiled": len(compiled),
+            "compiled_from_scratch": sum(1 for e in compiled if not e.get("cache_disk")),
+            "backend_ms": float(sum(e.get("backend_time", 0.0) for e in compiled))}
+
+
+class _LoopProbe:
+    """Stands in for ``tqdm`` in the pipeline: records wall time and drained kernel history
+    at every boundary of the sample loop (no progress output)."""
+
+    marks: list = []
+
+    def __init__(self, iterable, *args, **kwargs):
+        self.iterable = iterable
+
+    def __iter__(self):
+        import drjit as dr
+
+        cls = type(self)
+        for i in self.iterable:
+            cls.marks.append((i, time.perf_counter(), dr.kernel_history()))
+            yield i
+        cls.marks.append((None, time.perf_counter(), dr.kernel_history()))
+
+    @staticmethod
+    def write(msg, file=None, **kwargs):
+        print(msg, file=file or sys.stderr)
+
+
+# --------------------------------------------------------------------------- measurements
+def bench_layout(cfg, res, n_scenes: int, seed: int) -> dict:
+    from .layout import LayoutConfig, generate_layout
+
+    lcfg = LayoutConfig.from_dict(cfg.layout)
+    if res is not None:
+        s = res[0] / lcfg.width
+        lcfg.fx, lcfg.fy = lcfg.fx * s, lcfg.fy * res[1] / lcfg.height
+        lcfg.width, lcfg.height = res
+    models = object_models_mm(cfg, lcfg.instances)
+    import pybullet  # noqa: F401 - import cost is not per scene
+    with tempfile.TemporaryDirectory(prefix="bench-layout-") as tmp:
+        t = time.perf_counter()
+        generate_layout(Path(tmp) / "layout", models, lcfg, seed, range(n_scenes), progress=False)
+        total = time.perf_counter() - t
+    return {"scenes": n_scenes, "total_s": total, "per_scene_s": total / n_scenes,
+            "cameras_per_scene": lcfg.cameras_per_scene}
+
+
+def bench_pipeline(scene: str, n: int, spp: int, res, seed: int, out: Path) -> dict:
+    """pipeline.run with the loop probe and a timing wrapper around write_sample."""
+    captured = {}
+    write_s = []
+    orig_render, orig_write, orig_tqdm = pipeline.render_images, pipeline.write_sample, pipeline.tqdm
+
+    def render_images(sc, frame, appearance, mode):
+        captured.update(scene=sc, frame=frame, appearance=appearance, mode=mode)
+        images = orig_render(sc, frame, appearance, mode)
+        captured["images"] = images
+        return images
+
+    def write_sample(dest, images, meta, sensor):
+        t = time.perf_counter()
+        r = orig_write(dest, images, meta, sensor)
+        write_s.append(time.perf_counter() - t)
+        captured.update(meta=meta, sensor=sensor)
+        return r
+
+    _LoopProbe.marks = []
+    pipeline.render_images, pipeline.write_sample, pipeline.tqdm = render_images, write_sample, _LoopProbe
+    try:
+        summary = pipeline.run(RenderRequest(scene=scene, out=out, n=n, seed=seed, spp=spp, res=res, progress=False))
+    finally:
+        pipeline.render_images, pipeline.write_sample, pipeline.tqdm = orig_render, orig_write, orig_tqdm
+    if summary.failed:
+        raise RuntimeError(f"benchmark samples failed: {summary.failed}")
+    if summary.rendered != n:
+        raise RuntimeError(f"expected {n} rendered samples, got {summary.rendered} ({summary.skipped} skipped)")
+    marks = _LoopProbe.marks
+    sample_s = [marks[k + 1][1] - marks[k][1] for k in range(len(marks) - 1)]
+    kernels = [_jit_stats(marks[k + 1][2]) for k in range(len(marks) - 1)]
+    setup_kernels = _jit_stats(marks[0][2])
+    timings = []
+    for i in range(n):
+        meta = json.loads((out / "samples" / f"{i:06d}" / "meta.json").read_text())
+        timings.append(dict(meta["timings"], write_s=write_s[i]))
+    return {"summary": summary, "sample_s": sample_s, "kernels": kernels, "setup_kernels": setup_kernels,
+            "timings": timings, "captured": captured}
+
+
+def bench_raw(captured: dict, repeats: int) -> dict:
+    """render_stokes / render_aov on the pipeline's own, already updated scene."""
+    import drjit as dr
+
+    sc, seed = captured["scene"], int(captured["appearance"]["render_seed"])
+    dr.kernel_history()
+    sc.render_stokes(seed)  # warm-up
+    warm = _jit_stats(dr.kernel_history())
+    stokes = []
+    for k in range(repeats):
+        t = time.perf_counter()
+        sc.render_stokes(seed + 1 + k)
+        stokes.append(time.perf_counter() - t)
+    stokes_k = _jit_stats(dr.kernel_history())
+    aov = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sc.render_aov()
+        aov.append(time.perf_counter() - t)
+    aov_k = _jit_stats(dr.kernel_history())
+    return {"stokes_s": stokes, "stokes_median_s": statistics.median(stokes), "aov_s": aov,
+            "aov_median_s": statistics.median(aov), "warmup_kernels": warm,
+            "timed_compiled": stokes_k["compiled"] + aov_k["compiled"]}
+
+
+def _time(fn, repeats=3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def profile_write(captured: dict) -> dict:
+    """Cost of each file of one sample (best of 3), plus write_sample as a whole."""
+    import tifffile
+
+    from .polarization import aolp, dolp, polarizer_images
+    from .render import ZERO_S0, exposure_scale, write_sample
+
+    im = captured["images"]
+    st = im.stokes
+    stokes_hwc = np.concatenate([st[k] for k in range(4)], axis=-1)
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="bench-write-") as tmp:
+        d = Path(tmp)
+        out["write_sample_total"] = _time(lambda: write_sample(Path(tempfile.mkdtemp(dir=d)), im,
+                                                                captured["meta"], captured["sensor"]))
+        out["stokes.tiff (12ch, zlib 1)"] = _time(lambda: io.write_float_tiff(d / "s.tiff", stokes_hwc))
+        out["  same, uncompressed (reference)"] = _time(lambda: tifffile.imwrite(
+            d / "u.tiff", stokes_hwc, photometric="minisblack", planarconfig="contig"))
+        out["4x polarizer images (numpy)"] = _time(lambda: polarizer_images(st))
+        pols = polarizer_images(st)
+        scale = exposure_scale(st, captured["sensor"])
+        out["exposure_scale (percentile)"] = _time(lambda: exposure_scale(st, captured["sensor"]))
+        dn = {a: np.clip(np.rint(i * scale), 0, 65535).astype(np.uint16) for a, i in pols.items()}
+        out["4x pol PNG16 encode+write"] = _time(lambda: [io.write_png16(d / f"p{a}.png", x) for a, x in dn.items()])
+        out["intensity.tiff"] = _time(lambda: io.write_float_tiff(d / "i.tiff", st[0]))
+        out["dolp+aolp (numpy)"] = _time(lambda: (dolp(st, ZERO_S0), aolp(st, ZERO_S0)))
+        dl, al = dolp(st, ZERO_S0), aolp(st, ZERO_S0)
+        out["dolp.tiff+aolp.tiff"] = _time(lambda: (io.write_float_tiff(d / "d.tiff", dl),
+                                                     io.write_float_tiff(d / "a.tiff", al)))
+        out["normals.tiff+depth.tiff"] = _time(lambda: (io.write_float_tiff(d / "n.tiff", im.normals),
+                                                         io.write_float_tiff(d / "z.tiff", im.depth)))
+        out["2x mask PNG16"] = _time(lambda: (io.write_png16(d / "o.png", im.object_mask),
+                                               io.write_png16(d / "q.png", im.part_mask)))
+    return out
+
+
+# --------------------------------------------------------------------------- report
+def _fmt(s: float) -> str:
+    return f"{s:8.3f} s"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="polar_render.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scene", default="usb_brick")
+    ap.add_argument("--n", type=int, default=6, help="samples rendered end to end (>= 2; the first is reported apart)")
+    ap.add_argument("--spp", type=int, default=16)
+    ap.add_argument("--res", default="640x480")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layout-scenes", type=int, default=8)
+    ap.add_argument("--raw-repeats", type=int, default=5)
+    ap.add_argument("--variant", default=None, help="Mitsuba variant (default: scene file / auto)")
+    ap.add_argument("--json", default=None, help="also write the results as JSON to this path")
+    args = ap.parse_args(argv)
+    if args.n < 2:
+        ap.error("--n must be >= 2 (the first sample is excluded from the steady-state numbers)")
+    res = parse_res(args.res)
+
+    import drjit as dr
+
+    from .config import load_scene
+    from .variants import activate
+
+    cfg = load_scene(args.scene)
+    if args.variant:
+        os.environ["POLAR_RENDER_VARIANT"] = args.variant
+    mi = activate(args.variant or cfg.render.get("variant", "auto"))
+    dr.set_flag(dr.JitFlag.KernelHistory, True)
+    facts = machine_facts(mi)
+    print(f"polar_render bench: scene {cfg.name}, {res[0]}x{res[1]}, {args.spp} spp, "
+          f"{args.n} samples end to end", flush=True)
+    print("machine")
+    for k, v in facts.items():
+        print(f"  {k:15s} {v}")
+    sys.stdout.flush()
+
+    lay = bench_layout(cfg, res, args.layout_scenes, args.seed)
+    print(f"\nlayout: {lay['scenes']} scenes in {lay['total_s']:.2f} s", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
+        pr = bench_pipeline(args.scene, args.n, args.spp, res, args.seed, Path(tmp) / "out")
+        print(f"pipeline: {pr['summary'].line()}", flush=True)
+        raw = bench_raw(pr["captured"], args.raw_repeats)
+        wp = profile_write(pr["captured"])
+
+    steady = pr["sample_s"][1:]
+    e2e = statistics.mean(steady)
+    e2e_med = statistics.median(steady)
+    raw_s = raw["stokes_median_s"]
+    overhead = e2e / raw_s
+    keys = ("update_s", "stokes_render_s", "aov_render_s", "post_s", "write_s")
+    br = {k: statistics.mean(t[k] for t in pr["timings"][1:]) for k in keys}
+    br["other_s (loop: structure, appearance, meta)"] = e2e - sum(br.values())
+    compiled_after_first = [k["compiled"] for k in pr["kernels"][1:]]
+    first_k = pr["kernels"][0]
+
+    W = 64
+    print("\n" + "=" * W)
+    print(f"{'metric':44s} {'value':>12s}  target")
+    print("-" * W)
+    print(f"{'layout, per scene':44s} {_fmt(lay['per_scene_s'])}")
+    print(f"{'first sample (scene build + JIT compile)':44s} {_fmt(pr['sample_s'][0])}")
+    print(f"{'end to end per sample (mean of %d)' % len(steady):44s} {_fmt(e2e)}")
+    print(f"{'end to end per sample (median)':44s} {_fmt(e2e_med)}")
+    print(f"{'raw render_stokes (median of %d)' % args.raw_repeats:44s} {_fmt(raw_s)}")
+    print(f"{'raw render_aov (median of %d)' % args.raw_repeats:44s} {_fmt(raw['aov_median_s'])}")
+    ok = "OK" if overhead <= TARGET_OVERHEAD else "ABOVE TARGET"
+    print(f"{'overhead = end to end / raw stokes':44s} {overhead:10.3f} x  <= {TARGET_OVERHEAD}  {ok}")
+    print(f"{'JIT kernels compiled, first sample':44s} {first_k['compiled']:12d}  "
+          f"({first_k['compiled_from_scratch']} not in disk cache, {first_k['backend_ms']:.0f} ms)")
+    rc = "OK" if not any(compiled_after_first) else "RECOMPILING"
+    print(f"{'JIT kernels compiled per later sample':44s} {str(compiled_after_first):>12s}  0  {rc}")
+    print(f"{'JIT launches per later sample':44s} {str([k['jit_launches'] for k in pr['kernels'][1:]]):>12s}")
+    print(f"{'JIT compiled in raw timed calls':44s} {raw['timed_compiled']:12d}  0")
+    print("-" * W)
+    print("per-sample breakdown (mean over samples 2..N, meta.json timings + write)")
+    for k, v in br.items():
+        print(f"  {k:42s} {_fmt(v)}  {100 * v / e2e:5.1f} %")
+    print(f"  {'total':42s} {_fmt(e2e)}")
+    print(f"  {'beyond raw stokes (e2e - raw)':42s} {_fmt(e2e - raw_s)}  {100 * (e2e - raw_s) / raw_s:5.1f} % of raw")
+    print("-" * W)
+    print("write profile, one sample (best of 3)")
+    for k, v in wp.items():
+        print(f"  {k:42s} {_fmt(v)}")
+    print("=" * W)
+    print(f"per-sample wall times: {', '.join(f'{s:.3f}' for s in pr['sample_s'])} s")
+    print(f"raw stokes times:      {', '.join(f'{s:.3f}' for s in raw['stokes_s'])} s")
+
+    if args.json:
+        result = {"machine": facts, "scene": cfg.name, "res": list(res), "spp": args.spp, "n": args.n,
+                  "layout": lay, "first_sample_s": pr["sample_s"][0], "sample_s": pr["sample_s"],
+                  "end_to_end_s": e2e, "end_to_end_median_s": e2e_med, "raw": raw, "overhead": overhead,
+                  "target_overhead": TARGET_OVERHEAD, "breakdown_s": br, "write_profile_s": wp,
+                  "kernels_first_sample": first_k, "kernels_per_sample": pr["kernels"],
+                  "kernels_setup": pr["setup_kernels"], "pipeline_seconds": pr["summary"].seconds,
+                  "pipeline_layout_seconds": pr["summary"].layout_seconds}
+        io.write_json(Path(args.json), result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
