@@ -9,7 +9,7 @@ channel names, units):
 ``pol0..135``   uint16 PNG: intensity behind a linear polarizer at 0/45/90/135 degrees
                 (reference: image x axis), ``DN = round(I * exposure_scale)``, one
                 ``exposure_scale`` shared by the four images and stored in meta.json.
-``intensity``   float32 TIFF (H, W, C): unpolarized intensity I_un = S0.
+``intensity``   float32 TIFF (H, W, C), (H, W) for mono: unpolarized intensity I_un = S0.
 ``dolp``        float32 TIFF (H, W, C) in [0, 1]; ``aolp`` float32 (H, W, C) radians in
                 [-pi/2, pi/2], from the image x axis, counter-clockwise on screen.
 ``normals``     float32 TIFF (H, W, 3): unit shading normals in the OpenCV camera frame
@@ -113,6 +113,11 @@ def exposure_scale(stokes: np.ndarray, sensor: dict) -> float:
     return 0.9 * 65535.0 / ref if ref > ZERO_S0 else 1.0
 
 
+def _squeeze(x: np.ndarray) -> np.ndarray:
+    """(H, W, 1) -> (H, W): a TIFF cannot tell the two apart, so mono images are stored 2-D."""
+    return x[..., 0] if x.ndim == 3 and x.shape[-1] == 1 else x
+
+
 def _entry(path, dtype, shape, channels, units, **extra) -> dict:
     return {"path": path, "dtype": dtype, "shape": list(shape), "channels": channels, "units": units, **extra}
 
@@ -134,13 +139,13 @@ def write_sample(dest: Path, images: SampleImages, meta: dict, sensor: dict) -> 
         io.write_png16(dest / f"{name}.png", dn[..., 0] if len(ch) == 1 else dn)
         files[name] = _entry(f"{name}.png", "uint16", dn.shape if len(ch) > 1 else dn.shape[:2], ch,
                              "DN = round(radiance * exposure_scale)", polarizer_deg=angle, exposure_scale=scale)
-    s0 = st[0]
+    s0 = _squeeze(st[0])
     io.write_float_tiff(dest / "intensity.tiff", s0)
     files["intensity"] = _entry("intensity.tiff", "float32", s0.shape, ch, "radiance (I_un = S0)")
-    d = dolp(st, ZERO_S0)
+    d = _squeeze(dolp(st, ZERO_S0))
     io.write_float_tiff(dest / "dolp.tiff", d)
     files["dolp"] = _entry("dolp.tiff", "float32", d.shape, ch, "fraction in [0, 1]")
-    a = aolp(st, ZERO_S0)
+    a = _squeeze(aolp(st, ZERO_S0))
     io.write_float_tiff(dest / "aolp.tiff", a)
     files["aolp"] = _entry("aolp.tiff", "float32", a.shape, ch,
                            "radians in [-pi/2, pi/2], from image x axis, counter-clockwise on screen")
@@ -157,7 +162,7 @@ def write_sample(dest: Path, images: SampleImages, meta: dict, sensor: dict) -> 
     meta["files"] = files
     meta["exposure_scale"] = scale
     meta["nonfinite_stokes_values"] = images.nonfinite
-    meta["zero_intensity_pixels"] = int((s0.max(axis=-1) <= ZERO_S0).sum())
+    meta["zero_intensity_pixels"] = int((st[0].max(axis=-1) <= ZERO_S0).sum())
     meta["timings"] = images.timings
     io.write_json(dest / "meta.json", meta)
     return meta

@@ -1,0 +1,49 @@
+"""Output files: formats, units and the mono sensor path."""
+from __future__ import annotations
+
+import numpy as np
+import yaml
+
+from polar_render.config import load_scene
+from polar_render.render import LUMA
+
+from .conftest import render_dir, samples
+
+
+def test_output_contract(usb_brick_render):
+    for s in samples(usb_brick_render):
+        meta = s["meta"]
+        h, w = s["object_mask"].shape
+        assert s["stokes"].shape == (h, w, 12) and s["stokes"].dtype == np.float32
+        assert meta["files"]["stokes"]["channels"][:4] == ["S0.R", "S0.G", "S0.B", "S1.R"]
+        for a in (0, 45, 90, 135):
+            assert s[f"pol{a}"].dtype == np.uint16 and s[f"pol{a}"].shape == (h, w, 3)
+        assert np.all((s["dolp"] >= 0) & (s["dolp"] <= 1))
+        assert np.all(np.abs(s["aolp"]) <= np.pi / 2 + 1e-6)
+        hit = s["depth"] > 0
+        n = np.linalg.norm(s["normals"], axis=-1)
+        assert np.allclose(n[hit], 1, atol=1e-3) and np.all(n[~hit] == 0)
+        # camera 0.40-0.49 m from the object: object depths must lie near that
+        obj = s["object_mask"] > 0
+        assert obj.any() and 0.3 < np.median(s["depth"][obj]) < 0.55
+        # part ids map to the object that owns them
+        for part in meta["parts"]:
+            sel = s["part_mask"] == part["part_id"]
+            assert np.all(s["object_mask"][sel] == part["instance"])
+        assert set(np.unique(s["part_mask"])) <= {0} | {p["part_id"] for p in meta["parts"]}
+
+
+def test_mono_sensor(tmp_path):
+    cfg = load_scene("usb_brick")
+    raw = dict(cfg.raw)
+    raw["sensor"] = {**raw["sensor"], "mode": "mono"}
+    for part in raw["objects"][1]["parts"].values():
+        part["mesh"] = str((cfg.path.parent / part["mesh"]).resolve())
+    (tmp_path / "scene.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))  # part order = draw order
+    mono = samples(render_dir(tmp_path / "mono", scene=tmp_path / "scene.yaml", n=1, res=(96, 72), spp=2))[0]
+    rgb = samples(render_dir(tmp_path / "rgb", scene="usb_brick", n=1, res=(96, 72), spp=2))[0]
+    assert mono["stokes"].shape == (72, 96, 4) and mono["pol0"].shape == (72, 96)
+    assert mono["meta"]["files"]["stokes"]["channels"] == ["S0.Y", "S1.Y", "S2.Y", "S3.Y"]
+    # same seed, same scene otherwise: mono Stokes = Rec. 709 luminance of the RGB Stokes
+    rgb_st = rgb["stokes"].reshape(72, 96, 4, 3)
+    assert np.allclose(mono["stokes"], rgb_st @ LUMA, rtol=1e-5, atol=1e-7)
