@@ -390,6 +390,10 @@ BAD_SCENES = {
                          ["background.ground.alpha", "[1, 0]"]),
     "bad_env_range": (PLAIN_SCENE + "background: {environment: {radiance: [1, 0]}}\n",
                       ["background.environment.radiance", "[1, 0]"]),
+    "misspelled_material_key": (PLAIN_SCENE.replace("alpha: [0.05, 0.2]", "alpah: [0.05, 0.2]"),
+                                ["materials.default", "alpah"]),
+    "part_without_mesh": (PLAIN_SCENE + "objects: {1: {parts: {body: {material: default}}}}\n",
+                          ["objects.1.parts.body.mesh", "required"]),
 }
 
 

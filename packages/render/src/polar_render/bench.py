@@ -104,6 +104,7 @@ class _LoopProbe:
     def _mark(cls, i):
         import drjit as dr
 
+        t_end = time.perf_counter()   # end of the previous sample
         hist = dr.kernel_history()
         sc = cls.captured.get("scene")
         if sc is not None:
@@ -112,7 +113,7 @@ class _LoopProbe:
             t = time.perf_counter()
             sc.render_stokes(int(cls.captured["appearance"]["render_seed"]) + 7919)
             cls.raw.append((time.perf_counter() - t, dr.kernel_history()))
-        cls.marks.append((i, time.perf_counter(), hist))
+        cls.marks.append((i, t_end, hist, time.perf_counter()))  # last: start of the next sample
 
     def __iter__(self):
         for i in self.iterable:
@@ -174,7 +175,7 @@ def bench_pipeline(scene: str, n: int, spp: int, res, seed: int, out: Path) -> d
     if summary.rendered != n:
         raise RuntimeError(f"expected {n} rendered samples, got {summary.rendered} ({summary.skipped} skipped)")
     marks = _LoopProbe.marks
-    sample_s = [marks[k + 1][1] - marks[k][1] for k in range(len(marks) - 1)]
+    sample_s = [marks[k + 1][1] - marks[k][3] for k in range(len(marks) - 1)]
     kernels = [_jit_stats(marks[k + 1][2]) for k in range(len(marks) - 1)]
     setup_kernels = _jit_stats(marks[0][2])
     timings = []
@@ -227,7 +228,7 @@ def profile_write(captured: dict) -> dict:
     import tifffile
 
     from .polarization import aolp, dolp, polarizer_images
-    from .render import ZERO_S0, exposure_scale, write_sample
+    from .render import NOISY_TIFF_COMPRESS, ZERO_S0, exposure_scale, write_sample
 
     im = captured["images"]
     st = im.stokes
@@ -237,8 +238,10 @@ def profile_write(captured: dict) -> dict:
         d = Path(tmp)
         out["write_sample_total"] = _time(lambda: write_sample(Path(tempfile.mkdtemp(dir=d)), im,
                                                                 captured["meta"], captured["sensor"]))
-        out["stokes.tiff (12ch, zlib 1)"] = _time(lambda: io.write_float_tiff(d / "s.tiff", stokes_hwc))
-        out["  same, uncompressed (reference)"] = _time(lambda: tifffile.imwrite(
+        out["stokes.tiff (12ch) as written"] = _time(lambda: io.write_float_tiff(d / "s.tiff", stokes_hwc,
+                                                                                compress=NOISY_TIFF_COMPRESS))
+        out["  same, zlib level 1"] = _time(lambda: io.write_float_tiff(d / "z.tiff", stokes_hwc, compress=True))
+        out["  same, uncompressed"] = _time(lambda: tifffile.imwrite(
             d / "u.tiff", stokes_hwc, photometric="minisblack", planarconfig="contig"))
         out["4x polarizer images (numpy)"] = _time(lambda: polarizer_images(st))
         pols = polarizer_images(st)
@@ -246,11 +249,11 @@ def profile_write(captured: dict) -> dict:
         out["exposure_scale (percentile)"] = _time(lambda: exposure_scale(st, captured["sensor"]))
         dn = {a: np.clip(np.rint(i * scale), 0, 65535).astype(np.uint16) for a, i in pols.items()}
         out["4x pol PNG16 encode+write"] = _time(lambda: [io.write_png16(d / f"p{a}.png", x) for a, x in dn.items()])
-        out["intensity.tiff"] = _time(lambda: io.write_float_tiff(d / "i.tiff", st[0]))
+        out["intensity.tiff"] = _time(lambda: io.write_float_tiff(d / "i.tiff", st[0], compress=NOISY_TIFF_COMPRESS))
         out["dolp+aolp (numpy)"] = _time(lambda: (dolp(st, ZERO_S0), aolp(st, ZERO_S0)))
         dl, al = dolp(st, ZERO_S0), aolp(st, ZERO_S0)
-        out["dolp.tiff+aolp.tiff"] = _time(lambda: (io.write_float_tiff(d / "d.tiff", dl),
-                                                     io.write_float_tiff(d / "a.tiff", al)))
+        out["dolp.tiff+aolp.tiff"] = _time(lambda: (io.write_float_tiff(d / "d.tiff", dl, compress=NOISY_TIFF_COMPRESS),
+                                                     io.write_float_tiff(d / "a.tiff", al, compress=NOISY_TIFF_COMPRESS)))
         out["normals.tiff+depth.tiff"] = _time(lambda: (io.write_float_tiff(d / "n.tiff", im.normals),
                                                          io.write_float_tiff(d / "z.tiff", im.depth)))
         out["2x mask PNG16"] = _time(lambda: (io.write_png16(d / "o.png", im.object_mask),

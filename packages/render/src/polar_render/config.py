@@ -38,7 +38,10 @@ class ObjectSpec:
     parts: tuple[PartSpec, ...]
 
 
-MATERIAL_TYPES = {"pplastic", "roughconductor", "diffuse"}
+MATERIAL_KEYS = {"pplastic": {"type", "color", "alpha", "ior"},
+                 "roughconductor": {"type", "conductor", "alpha"},
+                 "diffuse": {"type", "color"}}
+MATERIAL_TYPES = set(MATERIAL_KEYS)
 _TOP_KEYS = {"name", "description", "objects", "default_material", "materials", "layout",
              "lights", "background", "sensor", "render"}
 
@@ -130,6 +133,10 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
         where = f"{path}: materials.{mname}"
         if not isinstance(m, dict) or m.get("type") not in MATERIAL_TYPES:
             raise SceneConfigError(f"{where}.type: must be one of {sorted(MATERIAL_TYPES)}")
+        extra = set(m) - MATERIAL_KEYS[m["type"]]
+        if extra:
+            raise SceneConfigError(f"{where}: unknown key(s) {sorted(extra)} for type {m['type']}; "
+                                   f"allowed: {sorted(MATERIAL_KEYS[m['type']])}")
         if "alpha" in m:
             check_range(m["alpha"], f"{where}.alpha", 1e-4, 1.0)
         if "color" in m:
@@ -151,6 +158,8 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
             raise SceneConfigError(f"{where}: object keys are BOP obj_ids (integers)") from None
         parts = []
         for pname, part in (spec.get("parts") or {}).items():
+            if not isinstance(part, dict) or "mesh" not in part:
+                raise SceneConfigError(f"{where}.parts.{pname}.mesh: required (PLY path, mm)")
             mesh = (path.parent / part["mesh"]).resolve()
             if not mesh.is_file():
                 raise SceneConfigError(f"{where}.parts.{pname}.mesh: file not found: {mesh}")

@@ -6,7 +6,8 @@ sample is assembled in ``<out>/.tmp-<name>-<pid>`` and renamed to ``<out>/<name>
 complete (directory rename is atomic on POSIX), so a sample directory either exists
 complete, with its ``meta.json``, or not at all.
 
-Formats: float arrays -> float32 TIFF (tifffile, zlib-compressed, channels last);
+Formats: float arrays -> float32 TIFF (tifffile, channels last; zlib-compressed unless the
+caller passes ``compress=False``, as render.py does for noisy radiance-like images);
 16-bit images and integer masks -> PNG through OpenCV (Pillow cannot write 16-bit RGB);
 arrays are RGB in memory, OpenCV's BGR order is handled here.
 """
@@ -64,14 +65,20 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def write_float_tiff(path, array: np.ndarray) -> None:
-    """float32 TIFF, zlib-compressed; shape (H, W) or (H, W, C)."""
+def write_float_tiff(path, array: np.ndarray, compress: bool = True) -> None:
+    """float32 TIFF, shape (H, W) or (H, W, C); zlib level 1 unless ``compress=False``.
+
+    Noisy Monte Carlo radiance barely compresses (float mantissas are random: ~10-25 %
+    smaller) yet zlib costs ~0.5 s for a 640x480x12 Stokes image, about the render time;
+    callers write such arrays uncompressed. Both read back identically (tifffile, OpenCV).
+    """
     arr = np.ascontiguousarray(array, dtype=np.float32)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{path}: refusing to write non-finite values")
+    comp = {"compression": "zlib", "compressionargs": {"level": 1}} if compress else {}
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, arr, compression="zlib", compressionargs={"level": 1},
-                         photometric="minisblack", planarconfig="contig" if arr.ndim == 3 else None)
+        tifffile.imwrite(tmp, arr, photometric="minisblack", planarconfig="contig" if arr.ndim == 3 else None,
+                         **comp)
 
 
 def read_float_tiff(path) -> np.ndarray:

@@ -120,7 +120,7 @@ def _check_run_manifest(out: Path, manifest: dict, write: bool = True) -> None:
         import json
 
         old = json.loads(path.read_text())
-        keys = ("scene", "config_digest", "seed", "spp", "res", "layout")
+        keys = ("scene", "config_digest", "seed", "spp", "res", "layout", "variant")
         diff = [k for k in keys if k in manifest and old.get(k) != manifest.get(k)]
         if diff:
             raise ValueError(f"{out} already holds a run with different {', '.join(diff)} "
