@@ -37,18 +37,19 @@ def structure_key(material: dict) -> tuple:
     return (material["type"], material.get("conductor"))
 
 
-def set_bsdf(params: MutableMapping, prefix: str, material: dict, encode_rgb) -> None:
+def set_bsdf(params: MutableMapping, prefix: str, material: dict, encode_rgb, scalar) -> None:
     """Write ``material``'s values into the traversed parameters of the BSDF at ``prefix``.
 
     ``encode_rgb`` turns linear RGB into what an ``rgb`` texture stores in the active
-    variant (spectral variants store spectral-upsampling coefficients, not RGB).
+    variant (spectral variants store spectral-upsampling coefficients, not RGB);
+    ``scalar`` wraps a float. Both must return opaque Dr.Jit values (see ``scene.py``).
     """
     t = material["type"]
     if t == "pplastic":
         params[f"{prefix}.diffuse_reflectance.value"] = encode_rgb(material["color"])
-        params[f"{prefix}.alpha.value"] = float(material["alpha"])
-        params[f"{prefix}.eta.value"] = float(material["ior"]) / EXT_IOR
+        params[f"{prefix}.alpha.value"] = scalar(material["alpha"])
+        params[f"{prefix}.eta.value"] = scalar(float(material["ior"]) / EXT_IOR)
     elif t == "roughconductor":
-        params[f"{prefix}.alpha.value"] = float(material["alpha"])
+        params[f"{prefix}.alpha.value"] = scalar(material["alpha"])
     elif t == "diffuse":
         params[f"{prefix}.reflectance.value"] = encode_rgb(material["color"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,11 @@ def _check_run_manifest(out: Path, manifest: dict, write: bool = True) -> None:
         io.write_json(path, manifest)
 
 
+def _write_sample_dir(dest: Path, images, meta: dict, sensor: dict) -> None:
+    with io.atomic_dir(dest) as tmp:
+        write_sample(tmp, images, meta, sensor)
+
+
 def run(req: RenderRequest) -> RunSummary:
     t_start = time.perf_counter()
     cfg = load_scene(req.scene)
@@ -178,39 +184,65 @@ def run(req: RenderRequest) -> RunSummary:
     if bad:
         raise ValueError(f"sample indices {bad} are outside 0..{n - 1}")
     bar = tqdm(todo, desc=f"render {cfg.name}", unit="sample", disable=not req.progress, file=sys.stderr)
-    for i in bar:
-        dest = samples_dir / f"{i:06d}"
-        if (dest / "meta.json").is_file():
-            summary.skipped += 1
-            continue
-        frame = rescale_frame(frames[i % len(frames)], *res)
+    # Files of sample i are written by one background thread while sample i+1 renders; at
+    # most one write is in flight (bounded memory), and a sample only counts as done once
+    # its directory has been renamed into place.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polar-render-write")
+    pending: tuple | None = None
+
+    def fail(i: int, exc: BaseException) -> None:
+        summary.failed[i] = f"{type(exc).__name__}: {exc}"
+        tqdm.write(f"sample {i} failed: {summary.failed[i]}", file=sys.stderr)
+
+    def finish() -> None:
+        nonlocal pending
+        if pending is None:
+            return
+        i, fut, t = pending
+        pending = None
         try:
-            camera_to_world(frame)  # SceneError naming cam_R_w2c if the frame has no world pose
-            structure = frame_structure(cfg, layout, frame)
-            slots = [(s.instance, s.obj_id, s.part, s.material) for s in structure.slots]
-            appearance = sample_appearance(cfg, req.seed, i, slots, objects_centre(frame))
-            key = structure.key(cfg.materials)
-            if key not in scenes:
-                scenes.clear()  # one live scene at a time keeps memory flat
-                scenes[key] = MitsubaScene(mi, cfg, structure, appearance, res[0], res[1], spp,
-                                           int(cfg.render["max_depth"]))
-            t = time.perf_counter()
-            images = render_images(scenes[key], frame, appearance, cfg.sensor["mode"])
-            meta = {"index": i, "seed": req.seed, "scene": cfg.name, "config_digest": cfg.digest(),
-                    "frame": {"split": frame.split, "scene_id": frame.scene_id, "im_id": frame.im_id,
-                              "layout": manifest["layout"], "cam_K": frame.K,
-                              "cam_R_w2c": frame.R_w2c, "cam_t_w2c_mm": frame.t_w2c_mm,
-                              "objects": [{"instance": k + 1, "obj_id": o.obj_id, "cam_R_m2c": o.R_m2c,
-                                           "cam_t_m2c_mm": o.t_m2c_mm} for k, o in enumerate(frame.objects)]},
-                    "parts": structure_table(structure), "sampled": appearance, "spp": spp,
-                    "variant": mi.variant(), "versions": manifest["versions"]}
-            with io.atomic_dir(dest) as tmp:
-                write_sample(tmp, images, meta, cfg.sensor)
+            fut.result()
             summary.render_seconds.append(time.perf_counter() - t)
             summary.rendered += 1
         except (ValueError, RuntimeError, OSError) as exc:
-            summary.failed[i] = f"{type(exc).__name__}: {exc}"
-            tqdm.write(f"sample {i} failed: {summary.failed[i]}", file=sys.stderr)
+            fail(i, exc)
+
+    try:
+        for i in bar:
+            dest = samples_dir / f"{i:06d}"
+            if (dest / "meta.json").is_file():
+                summary.skipped += 1
+                continue
+            frame = rescale_frame(frames[i % len(frames)], *res)
+            try:
+                camera_to_world(frame)  # SceneError naming cam_R_w2c if the frame has no world pose
+                structure = frame_structure(cfg, layout, frame)
+                slots = [(s.instance, s.obj_id, s.part, s.material) for s in structure.slots]
+                appearance = sample_appearance(cfg, req.seed, i, slots, objects_centre(frame))
+                key = structure.key(cfg.materials)
+                if key not in scenes:
+                    scenes.clear()  # one live scene at a time keeps memory flat
+                    scenes[key] = MitsubaScene(mi, cfg, structure, appearance, res[0], res[1], spp,
+                                               int(cfg.render["max_depth"]))
+                t = time.perf_counter()
+                images = render_images(scenes[key], frame, appearance, cfg.sensor["mode"])
+                meta = {"index": i, "seed": req.seed, "scene": cfg.name, "config_digest": cfg.digest(),
+                        "frame": {"split": frame.split, "scene_id": frame.scene_id, "im_id": frame.im_id,
+                                  "layout": manifest["layout"], "cam_K": frame.K,
+                                  "cam_R_w2c": frame.R_w2c, "cam_t_w2c_mm": frame.t_w2c_mm,
+                                  "objects": [{"instance": k + 1, "obj_id": o.obj_id, "cam_R_m2c": o.R_m2c,
+                                               "cam_t_m2c_mm": o.t_m2c_mm} for k, o in enumerate(frame.objects)]},
+                        "parts": structure_table(structure), "sampled": appearance, "spp": spp,
+                        "variant": mi.variant(), "versions": manifest["versions"]}
+            except (ValueError, RuntimeError, OSError) as exc:
+                fail(i, exc)
+                continue
+            finish()
+            pending = (i, writer.submit(_write_sample_dir, dest, images, meta, cfg.sensor), t)
+        finish()
+    finally:
+        finish()
+        writer.shutdown(wait=True)
     summary.seconds = time.perf_counter() - t_start
     return summary
 

@@ -30,6 +30,10 @@ from .materials import bsdf_dict, set_bsdf, structure_key
 
 OPENCV_TO_MITSUBA_CAM = np.diag([-1.0, -1.0, 1.0, 1.0])
 AOV_SPEC = "pos:position,nrm:sh_normal,sid:shape_index"
+# Unit quad ([-1, 1]^2 at z = 0, normal +z, uv in [0, 1]^2). The ground is a mesh, not
+# Mitsuba's analytic rectangle, so that its size and checker scale change through vertex
+# buffers: a texture's ``to_uv`` transform is baked into the kernel and would recompile.
+GROUND_MESH = Path(__file__).parent / "data" / "ground_quad.ply"
 SQUARE_PIXEL_RTOL = 1e-4
 
 
@@ -120,6 +124,9 @@ class MitsubaScene:
     def __init__(self, mi, cfg: SceneConfig, structure: FrameStructure, first: dict,
                  width: int, height: int, spp: int, max_depth: int):
         self.mi, self.cfg, self.structure = mi, cfg, structure
+        import drjit
+
+        self._dr = drjit
         self.width, self.height, self.spp = width, height, spp
         self._spectral = "spectral" in mi.variant()
         box = {"type": "box"}
@@ -131,7 +138,7 @@ class MitsubaScene:
                         "sampler": {"type": "independent", "sample_count": int(spp)}},
              "aov_camera": {"type": "perspective", "fov_axis": "x", "fov": 45.0, "to_world": ident, "film": dict(film),
                             "sampler": {"type": "stratified", "sample_count": 1, "jitter": False}},
-             "ground": {"type": "rectangle", "bsdf": {"type": "pplastic", "alpha": 0.3, "diffuse_reflectance": {
+             "ground": {"type": "ply", "filename": str(GROUND_MESH), "bsdf": {"type": "pplastic", "alpha": 0.3, "diffuse_reflectance": {
                  "type": "checkerboard", "color0": {"type": "rgb", "value": [0.5] * 3},
                  "color1": {"type": "rgb", "value": [0.5] * 3}}}},
              "spot": {"type": "spot", "intensity": {"type": "uniform", "value": 1.0},
@@ -142,7 +149,9 @@ class MitsubaScene:
             # Without stored normals Mitsuba would smooth across sharp edges: use face normals.
             d[s.key] = {"type": "ply", "filename": str(s.mesh), "face_normals": not ply_has_normals(s.mesh),
                         "bsdf": bsdf_dict(mats[(s.instance, s.part)])}
-        self.scene = mi.load_dict(d)
+        # Sequential loading: registry ids (baked into kernels as literals) then follow dict
+        # order, so every load of the same structure yields the same kernels.
+        self.scene = mi.load_dict(d, parallel=False)
         self.aov_integrator = mi.load_dict({"type": "aov", "aovs": AOV_SPEC})
         self.params = mi.traverse(self.scene)
         sensors = {s.id(): i for i, s in enumerate(self.scene.sensors())}
@@ -154,16 +163,27 @@ class MitsubaScene:
             n = np.array(self.params[f"{s.key}.vertex_normals"], dtype=np.float64).reshape(-1, 3)
             self._model[s.key] = (v, n if n.size == v.size else None)
         # Registry id of each shape -> slot (the shape_index AOV holds these ids).
-        dr = __import__("drjit")
-        ids = np.array(dr.reinterpret_array(mi.UInt32, mi.ShapePtr(self.scene.shapes()))).ravel()
+        ids = np.array(drjit.reinterpret_array(mi.UInt32, mi.ShapePtr(self.scene.shapes()))).ravel()
         by_key = {sh.id(): int(i) for sh, i in zip(self.scene.shapes(), ids)}
         self.shape_registry = {by_key[s.key]: s for s in structure.slots}
+        self._ground_quad = (np.array(self.params["ground.vertex_positions"], np.float64).reshape(-1, 3),
+                             np.array(self.params["ground.vertex_texcoords"], np.float64).reshape(-1, 2))
         self.ground_registry = by_key["ground"]
 
+    # Per-sample values are passed as *opaque* Dr.Jit variables. Plain Python floats become
+    # kernel literals, and Dr.Jit merges equal literals, so the kernel's shape would depend
+    # on coincidences between values and on what was set before (measured: a second render
+    # kernel compiled after the first sample). Opaque values keep one kernel for the run.
+    def _scalar(self, x):
+        v = self.mi.Float(float(x))
+        self._dr.make_opaque(v)
+        return v
+
     def _rgb(self, color):
-        if self._spectral:
-            return self.mi.srgb_model_fetch(self.mi.ScalarColor3f(*color))
-        return self.mi.Color3f(*color)
+        c = self.mi.Color3f(self.mi.srgb_model_fetch(self.mi.ScalarColor3f(*color))) if self._spectral \
+            else self.mi.Color3f(*color)
+        self._dr.make_opaque(c)
+        return c
 
     def update(self, frame: Frame, appearance: dict) -> None:
         """Write camera, poses and every sampled appearance value; never reloads."""
@@ -185,21 +205,22 @@ class MitsubaScene:
             p[f"{s.key}.vertex_positions"] = mi.Float((v @ T[:3, :3].T + T[:3, 3]).ravel().astype(np.float32))
             if n is not None:
                 p[f"{s.key}.vertex_normals"] = mi.Float((n @ T[:3, :3].T).ravel().astype(np.float32))
-            set_bsdf(p, f"{s.key}.bsdf", mats[(s.instance, s.part)], self._rgb)
+            set_bsdf(p, f"{s.key}.bsdf", mats[(s.instance, s.part)], self._rgb, self._scalar)
         sp = appearance["spot"]
         up = [0.0, 1.0, 0.0] if abs(sp["elevation_deg"]) > 89.0 else [0.0, 0.0, 1.0]
         p["spot.to_world"] = mi.ScalarTransform4f().look_at(origin=sp["position_m"], target=sp["target_m"], up=up)
-        p["spot.intensity.value"] = float(sp["intensity"])
+        p["spot.intensity.value"] = self._scalar(sp["intensity"])
         p["spot.cutoff_angle"] = float(sp["cutoff_deg"])
         p["spot.beam_width"] = float(sp["beam_deg"])
         g = appearance["ground"]
         half = g["size_m"] / 2.0
-        p["ground.to_world"] = mi.ScalarTransform4f().translate([g["centre_m"][0], g["centre_m"][1], g["z_m"]]).scale([half, half, 1.0])
+        quad = self._ground_quad
+        p["ground.vertex_positions"] = mi.Float((quad[0] * [half, half, 0.0] + [g["centre_m"][0], g["centre_m"][1], g["z_m"]]).ravel().astype(np.float32))
+        p["ground.vertex_texcoords"] = mi.Float((quad[1] * g["checker_scale"]).ravel().astype(np.float32))
         p["ground.bsdf.diffuse_reflectance.color0.value"] = self._rgb(g["color0"])
         p["ground.bsdf.diffuse_reflectance.color1.value"] = self._rgb(g["color1"])
-        p["ground.bsdf.alpha.value"] = float(g["alpha"])
-        p["ground.bsdf.diffuse_reflectance.to_uv"] = mi.ScalarTransform3f().scale([g["checker_scale"], g["checker_scale"]])
-        p["environment.radiance.value"] = float(appearance["environment"]["radiance"])
+        p["ground.bsdf.alpha.value"] = self._scalar(g["alpha"])
+        p["environment.radiance.value"] = self._scalar(appearance["environment"]["radiance"])
         p.update()
 
     def render_stokes(self, seed: int) -> np.ndarray:

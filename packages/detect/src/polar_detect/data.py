@@ -1,0 +1,161 @@
+"""PyTorch Dataset over a ``polar_detect.dataset`` directory (contract section 3).
+
+``PolarDataset(root, split, modalities, size=None, crop=None)[i]`` ->
+``{"image": FloatTensor (C, H, W), "mask": FloatTensor (1, H, W) in {0, 1}, "label": int,
+"id": str, "instance_mask": LongTensor (H, W)}``.
+
+* ``image``: the chosen modalities concatenated in the given order, each normalised as the
+  manifest states (``(x - offset) / scale``; ``normalise=False`` returns the stored values).
+* Geometry, identical for every modality and both masks: first resize to ``size`` =
+  (H, W) (images bilinear with antialiasing, align_corners=False; masks nearest-exact),
+  then centre-crop to ``crop`` = (h, w) (an int means square). AoLP is stored as
+  (cos 2phi, sin 2phi), so bilinear resizing never averages across the +-pi/2 wrap.
+* The manifest is read once in ``__init__``; items only open their own image files, so
+  the dataset pickles cheaply into DataLoader worker processes.
+* ``normalisation``: optional per-modality overrides ``{modality: {"scale": s, "offset": o}}``
+  or a path to another dataset whose normalisation to use (e.g. apply the synthetic
+  training set's intensity scale to real captures).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .dataset.encodings import DatasetError, as_hwc
+from .dataset.manifest import SPLITS, manifest_path, read_manifest
+
+
+def _pair(x) -> tuple[int, int] | None:
+    if x is None:
+        return None
+    if isinstance(x, int):
+        return (x, x)
+    h, w = x
+    return int(h), int(w)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        return as_hwc(tifffile.imread(path))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: missing") from None
+    except Exception as exc:
+        raise DatasetError(f"{path}: unreadable TIFF: {type(exc).__name__}: {exc}") from None
+
+
+def _read_png(path: Path) -> np.ndarray:
+    import cv2
+
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise DatasetError(f"{path}: missing or unreadable PNG")
+    return arr
+
+
+class PolarDataset(torch.utils.data.Dataset):
+    """Items of one split (or several: ``split=("val", "test")``; ``"all"`` for every split)."""
+
+    def __init__(self, root, split="train", modalities=("intensity",), size=None, crop=None,
+                 normalise: bool = True, normalisation=None):
+        self.manifest_file = manifest_path(root)
+        self.root = self.manifest_file.parent
+        m = read_manifest(self.manifest_file)
+        splits = SPLITS if split == "all" else ((split,) if isinstance(split, str) else tuple(split))
+        for s in splits:
+            if s not in SPLITS:
+                raise DatasetError(f"unknown split {s!r}; choose from {', '.join(SPLITS)} or 'all'")
+        if isinstance(modalities, str):
+            modalities = [x.strip() for x in modalities.split(",") if x.strip()]
+        self.modalities = list(modalities)
+        if not self.modalities:
+            raise DatasetError("no modality selected")
+        for mod in self.modalities:
+            if mod not in m["modalities"]:
+                raise DatasetError(f"{self.manifest_file}: unknown modality {mod!r}; this dataset has "
+                                   f"{', '.join(m['modalities'])}")
+        self.info = {k: dict(v) for k, v in m["modalities"].items()}
+        if normalisation is not None:
+            if isinstance(normalisation, (str, Path)):
+                other = read_manifest(normalisation)["modalities"]
+                normalisation = {k: other[k] for k in self.modalities if k in other}
+            for k, v in normalisation.items():
+                if k in self.info:
+                    self.info[k]["scale"] = float(v.get("scale", 1.0))
+                    self.info[k]["offset"] = float(v.get("offset", 0.0))
+        self.split = split
+        self.size, self.crop = _pair(size), _pair(crop)
+        self.normalise = normalise
+        self.classes = dict(m["classes"])
+        self.samples = [s for s in m["samples"] if s["split"] in splits]
+        self.name = m.get("name", "")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def channels(self, modality: str) -> int:
+        return int(self.info[modality]["channels"])
+
+    @property
+    def n_channels(self) -> int:
+        return sum(self.channels(m) for m in self.modalities)
+
+    @property
+    def labels(self) -> list[int]:
+        return [int(s["label"]) for s in self.samples]
+
+    def _geometry(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        """(N, C, H, W) -> resized + centre-cropped."""
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            if mode == "bilinear":
+                x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+            else:
+                x = F.interpolate(x, size=self.size, mode="nearest-exact")
+        if self.crop is not None:
+            h, w = x.shape[-2:]
+            ch, cw = self.crop
+            if ch > h or cw > w:
+                raise DatasetError(f"crop {self.crop} is larger than the image ({h}, {w})")
+            top, left = (h - ch) // 2, (w - cw) // 2
+            x = x[..., top:top + ch, left:left + cw]
+        return x
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.samples[i]
+        parts = []
+        for mod in self.modalities:
+            arr = _read_tiff(self.root / s["files"][mod])
+            t = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+            if self.normalise:
+                info = self.info[mod]
+                if info.get("offset", 0.0):
+                    t = t - float(info["offset"])
+                if float(info.get("scale", 1.0)) != 1.0:
+                    t = t / float(info["scale"])
+            parts.append(t)
+        shapes = {tuple(p.shape[-2:]) for p in parts}
+        if len(shapes) != 1:
+            raise DatasetError(f"{self.root / 'samples' / s['id']}: modalities differ in size {sorted(shapes)}")
+        h, w = shapes.pop()
+        image = torch.cat(parts, 0)
+        mask = torch.zeros(1, h, w)
+        inst = torch.zeros(h, w, dtype=torch.long)
+        if s.get("mask"):
+            mk = _read_png(self.root / s["mask"])
+            if mk.shape[:2] != (h, w):
+                raise DatasetError(f"{self.root / s['mask']}: mask is {mk.shape[:2]}, image is {(h, w)}")
+            mask = torch.from_numpy((mk > 0).astype(np.float32))[None]
+        if s.get("instance_mask"):
+            im = _read_png(self.root / s["instance_mask"])
+            if im.shape[:2] != (h, w):
+                raise DatasetError(f"{self.root / s['instance_mask']}: mask is {im.shape[:2]}, image is {(h, w)}")
+            inst = torch.from_numpy(im.astype(np.int64))
+        image = self._geometry(image[None], "bilinear")[0]
+        mask = self._geometry(mask[None], "nearest")[0]
+        inst = self._geometry(inst[None, None].double(), "nearest")[0, 0].long()
+        return {"image": image.float().contiguous(), "mask": mask.contiguous(), "label": int(s["label"]),
+                "id": s["id"], "instance_mask": inst.contiguous()}

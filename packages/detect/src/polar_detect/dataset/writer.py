@@ -1,0 +1,151 @@
+"""Assemble a dataset in a temporary directory and move it into place when complete.
+
+Used by every builder (renders, MVTec AD, MVTec LOCO, real captures). Layout::
+
+    <data>/manifest.json
+    <data>/samples/<id>/<modality>.tiff     float32, see encodings.py
+    <data>/samples/<id>/mask.png            uint8 0/255 (binary ground truth), anomalous only
+    <data>/samples/<id>/instance_mask.png   uint16 instance ids (0 = none), anomalous only
+    <data>/samples/<id>/region_<k>.png      uint8 0/255 per-region masks (LOCO imports)
+
+The staging directory is ``<parent>/.tmp-<name>-<pid>``; on success it is renamed to
+``<data>`` (an existing ``<data>`` is replaced only with ``overwrite=True``); on any error
+it is removed, so nothing half-written is left under the final name.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tifffile
+
+from .encodings import DatasetError, as_hwc
+from .manifest import FORMAT, MANIFEST, sha256_file
+
+
+def write_png8(path: Path, arr: np.ndarray) -> None:
+    """uint8 PNG, (H, W) grey or (H, W, 3) RGB (converted to OpenCV's BGR here)."""
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"{path}: expected uint8, got {arr.dtype}")
+    if arr.ndim == 3:
+        arr = arr[..., ::-1]
+    if not cv2.imwrite(str(path), np.ascontiguousarray(arr)):
+        raise OSError(f"{path}: PNG write failed")
+
+
+def write_png16(path: Path, arr: np.ndarray) -> None:
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint16 or arr.ndim != 2:
+        raise TypeError(f"{path}: expected a (H, W) uint16 array, got {arr.dtype} {arr.shape}")
+    if not cv2.imwrite(str(path), arr):
+        raise OSError(f"{path}: PNG write failed")
+
+
+def write_tiff(path: Path, arr: np.ndarray) -> None:
+    tifffile.imwrite(path, as_hwc(arr), photometric="minisblack", planarconfig="contig",
+                     compression="zlib", compressionargs={"level": 1})
+
+
+class DatasetWriter:
+    """Context manager: ``with DatasetWriter(out, name, seed) as w: w.add(...); w.finish(...)``."""
+
+    def __init__(self, out: str | Path, name: str, seed: int | None = None, overwrite: bool = False):
+        self.out = Path(out)
+        if self.out.exists() and not overwrite:
+            raise DatasetError(f"{self.out} already exists; pass --overwrite to replace it")
+        self.name, self.seed, self.overwrite = name, seed, overwrite
+        self.samples: list[dict] = []
+        self.tmp = self.out.parent / f".tmp-{self.out.name}-{os.getpid()}"
+        self._finished = False
+
+    def __enter__(self):
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return False
+
+    def add(self, sid: str, split: str, label: int, source: str, arrays: dict[str, np.ndarray],
+            mask: np.ndarray | None = None, instance_mask: np.ndarray | None = None,
+            instances: list[dict] | None = None, regions: dict[int, np.ndarray] | None = None,
+            classes: list[str] | None = None, **extra) -> dict:
+        """Write one sample; ``mask`` is boolean-like (H, W), ``instance_mask`` uint16 (H, W),
+        ``regions`` maps instance id -> boolean region mask (stored as ``region_<id>.png``)."""
+        d = self.tmp / "samples" / sid
+        if d.exists():
+            raise DatasetError(f"duplicate sample id {sid!r} (from {source})")
+        d.mkdir(parents=True)
+        rel = f"samples/{sid}"
+        files, sums = {}, {}
+        shape = None
+        for mod, arr in arrays.items():
+            arr = as_hwc(arr)
+            if shape is None:
+                shape = arr.shape[:2]
+            elif arr.shape[:2] != shape:
+                raise DatasetError(f"{source}: {mod} is {arr.shape[:2]}, other modalities {shape}")
+            write_tiff(d / f"{mod}.tiff", arr)
+            files[mod] = f"{rel}/{mod}.tiff"
+        entry = {"id": sid, "split": split, "label": int(label), "classes": sorted(set(classes or [])),
+                 "source": str(source), "files": files, "size": list(shape) if shape else None,
+                 "mask": None, "instance_mask": None, "instances": list(instances or [])}
+        for key, arr, writer, fname in (("mask", mask, write_png8, "mask.png"),
+                                        ("instance_mask", instance_mask, write_png16, "instance_mask.png")):
+            if arr is None:
+                continue
+            if arr.shape[:2] != shape:
+                raise DatasetError(f"{source}: {key} is {arr.shape[:2]} but the images are {shape}")
+            writer(d / fname, (np.asarray(arr) > 0).astype(np.uint8) * 255 if key == "mask" else arr)
+            entry[key] = f"{rel}/{fname}"
+        for inst in entry["instances"]:
+            if regions and inst["id"] in regions:
+                reg = regions[inst["id"]]
+                if reg.shape[:2] != shape:
+                    raise DatasetError(f"{source}: region {inst['id']} is {reg.shape[:2]} but the images are {shape}")
+                write_png8(d / f"region_{inst['id']}.png", (reg > 0).astype(np.uint8) * 255)
+                inst["region_mask"] = f"{rel}/region_{inst['id']}.png"
+        entry.update(extra)
+        from .manifest import sample_files
+        for p in sample_files(entry):
+            sums[p] = sha256_file(self.tmp / p)
+        entry["sha256"] = sums
+        self.samples.append(entry)
+        return entry
+
+    def finish(self, modalities: dict, classes: dict, **extra) -> dict:
+        """Write the manifest and move the staging directory into place; returns the manifest."""
+        if not any(s["split"] == "train" for s in self.samples) and not extra.pop("allow_empty_train", False):
+            raise DatasetError(f"{self.out}: the train split is empty")
+        manifest = {"format": FORMAT, "name": self.name, "seed": self.seed, "modalities": modalities,
+                    "classes": dict(sorted(classes.items())), **extra,
+                    "samples": sorted(self.samples, key=lambda s: s["id"])}
+        import json
+        (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        old = None
+        if self.out.exists():
+            old = self.out.parent / f".old-{self.out.name}-{os.getpid()}"
+            os.replace(self.out, old)
+        os.replace(self.tmp, self.out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self._finished = True
+        return manifest
+
+
+def split_counts(samples: list[dict]) -> str:
+    """'train 4 (0 anomalous), val 1 (1), test 3 (2)' style summary."""
+    parts = []
+    for split in ("train", "val", "test"):
+        ss = [s for s in samples if s["split"] == split]
+        if ss:
+            parts.append(f"{split} {len(ss)} ({sum(s['label'] for s in ss)} anomalous)")
+    return ", ".join(parts) or "no samples"

@@ -1,0 +1,571 @@
+"""Evaluate a model's predictions against a dataset: metrics.json + report.html.
+
+    python -m polar_detect.evaluate --pred DIR --data DIR --out DIR [--val-pred DIR]
+
+Inputs follow packages/detect/README.md: ``<data>/manifest.json`` (section 2) and
+``<pred>/predictions.json`` + float32 TIFF maps (section 4).  Samples of the predictions'
+split (default ``test``) are evaluated; prediction entries for ``val`` samples (in --pred or
+--val-pred) choose the F1-maximising pixel threshold.  Without validation predictions the
+threshold is the one stored in predictions.json, else it is chosen on the evaluated split
+itself and flagged ``"source": "test (optimistic)"``.
+
+MVTec LOCO regions (optional manifest extension, read when present): a sample may carry
+``"regions": [{"mask": "rel/path.png", "class": str, "saturation_threshold": float,
+"relative_saturation": bool}]`` (one PNG per defect region, nonzero = region).  Missing
+saturation fields are looked up by class in a manifest-level ``"defects_config"`` (the
+LOCO ``defects_config.json`` list: ``defect_name``, ``saturation_threshold``,
+``relative_saturation``).  With no region anywhere, sPRO is reported as null.
+
+The pixel sweeps are exact while the evaluated pixels fit ``--max-exact-pixels``; above that
+they use fixed-bin histograms (``--bins``) over the global score range and every affected
+number is reported with its error bound.  Bad input exits with status 2 and names the file.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import (AUPRO, AUsPRO, BinaryROC, DefectWiseRecall, F1OptimalThreshold,
+                      ThresholdedPRF, binary_auroc, binary_average_precision, binary_pr_curve,
+                      binary_roc_curve)
+from .metrics._curve import DEFAULT_BINS, DEFAULT_MAX_EXACT
+
+FORMAT = "polar_detect.metrics/1"
+N_EXAMPLES_PER_CLASS = 2
+EXAMPLE_SIDE = 256
+
+
+class InputError(Exception):
+    """Bad input; ``path`` names the offending file."""
+
+    def __init__(self, path, msg):
+        super().__init__(f"{path}: {msg}")
+        self.path = path
+
+
+# ------------------------------------------------------------------ reading
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_json(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(path, "not found")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"cannot parse JSON ({e})") from e
+
+
+def read_png(path: Path) -> np.ndarray:
+    import cv2
+    if not path.is_file():
+        raise InputError(path, "not found")
+    a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if a is None:
+        raise InputError(path, "cannot read image")
+    if a.ndim == 3:
+        a = a[..., 0] if a.shape[2] in (1, 2) else cv2.cvtColor(a[..., :3], cv2.COLOR_BGR2GRAY)
+    return a
+
+
+def read_map(path: Path) -> np.ndarray:
+    import tifffile
+    if not path.is_file():
+        raise InputError(path, "anomaly map not found")
+    try:
+        a = tifffile.imread(str(path))
+    except Exception as e:  # noqa: BLE001 - any decoder error is bad input
+        raise InputError(path, f"cannot read TIFF ({e})") from e
+    a = np.squeeze(a)
+    if a.ndim != 2:
+        raise InputError(path, f"anomaly map must be (H, W), got shape {a.shape}")
+    a = a.astype(np.float32, copy=False)
+    if not np.isfinite(a).all():
+        raise InputError(path, "anomaly map contains NaN or infinite values")
+    return a
+
+
+def map_pixels(path: Path) -> int:
+    import tifffile
+    try:
+        with tifffile.TiffFile(str(path)) as tf:
+            return int(np.prod(tf.pages[0].shape))
+    except Exception as e:  # noqa: BLE001
+        raise InputError(path, f"cannot read TIFF ({e})") from e
+
+
+def read_modality(path: Path):
+    """Any image-like modality file -> (H, W) or (H, W, C) float array, or None."""
+    try:
+        suf = path.suffix.lower()
+        if suf in (".tif", ".tiff"):
+            import tifffile
+            a = tifffile.imread(str(path))
+        elif suf == ".npy":
+            a = np.load(path)
+        elif suf == ".npz":
+            z = np.load(path)
+            a = z[z.files[0]]
+        else:
+            import cv2
+            a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if a is not None and a.ndim == 3 and a.shape[2] >= 3:
+                a = a[..., [2, 1, 0]] if a.shape[2] == 3 else a
+        if a is None:
+            return None
+        a = np.asarray(a, np.float32)
+        if a.ndim == 3 and a.shape[0] <= 4 < a.shape[-1]:
+            a = np.moveaxis(a, 0, -1)
+        return a
+    except Exception:  # noqa: BLE001 - a modality we cannot display is left out of the figure
+        return None
+
+
+class Sample:
+    def __init__(self, root: Path, manifest_path: Path, entry: dict, classes: dict, defects_config: dict):
+        self.root = root
+        self.manifest_path = manifest_path
+        self.e = entry
+        self.id = str(entry["id"])
+        self.split = entry.get("split")
+        self.label = int(entry.get("label", 0))
+        self.classes = classes
+        self.defects_config = defects_config
+
+    def _path(self, rel):
+        return self.root / rel
+
+    def mask(self, shape):
+        rel = self.e.get("mask")
+        if rel is None:
+            if self.label:
+                return None  # anomalous without a mask: no pixel ground truth
+            return np.zeros(shape, bool)
+        m = read_png(self._path(rel))
+        if m.shape != shape:
+            raise InputError(self._path(rel), f"mask shape {m.shape} differs from the anomaly map {shape}")
+        return m > 0
+
+    def instances(self, shape, mask):
+        """(instance id mask, instance list); falls back to the mask's connected components."""
+        rel = self.e.get("instance_mask")
+        inst = [dict(i) for i in self.e.get("instances") or []]
+        for i in inst:
+            i.setdefault("kind", self.classes.get(i.get("class"), "defect"))
+        if rel is not None:
+            im = read_png(self._path(rel))
+            if im.shape != shape:
+                raise InputError(self._path(rel), f"instance mask shape {im.shape} differs from the anomaly map {shape}")
+            if not inst:
+                ids = [int(v) for v in np.unique(im) if v]
+                cls = (self.e.get("classes") or ["unknown"])
+                inst = [{"id": v, "class": cls[0] if len(cls) == 1 else "unknown",
+                         "kind": self.classes.get(cls[0], "defect") if len(cls) == 1 else "defect"} for v in ids]
+            return im.astype(np.int64), inst
+        if mask is None or not mask.any():
+            return None, []
+        from scipy import ndimage
+        lab, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        cls = self.e.get("classes") or ["unknown"]
+        name = cls[0] if len(cls) == 1 else "unknown"
+        return lab, [{"id": k, "class": name, "kind": self.classes.get(name, "defect")} for k in range(1, n + 1)]
+
+    def has_regions(self):
+        return bool(self.e.get("regions"))
+
+    def regions(self, shape, mask):
+        """(K, H, W) bool, saturation thresholds, relative flags."""
+        regs = self.e.get("regions") or []
+        stack, thr, rel = [], [], []
+        for r in regs:
+            p = self._path(r["mask"])
+            m = read_png(p)
+            if m.shape != shape:
+                raise InputError(p, f"region mask shape {m.shape} differs from the anomaly map {shape}")
+            cfg = self.defects_config.get(r.get("class") or r.get("defect_name"), {})
+            t = r.get("saturation_threshold", cfg.get("saturation_threshold"))
+            stack.append(m > 0)
+            thr.append(np.inf if t is None else float(t))
+            rel.append(bool(r.get("relative_saturation", cfg.get("relative_saturation", False))))
+        if not regs and mask is not None and mask.any():
+            # anomalous sample without region annotation: its connected components, unsaturated
+            from scipy import ndimage
+            lab, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+            for k in range(1, n + 1):
+                stack.append(lab == k)
+                thr.append(np.inf)
+                rel.append(False)
+        arr = np.stack(stack) if stack else np.zeros((0,) + shape, bool)
+        return arr, thr, rel
+
+    def modality_images(self):
+        out = []
+        for name, rel in (self.e.get("files") or {}).items():
+            a = read_modality(self._path(rel))
+            if a is not None:
+                out.append((name, a))
+        return out
+
+
+def load_manifest(data: Path):
+    mpath = data / "manifest.json"
+    man = _load_json(mpath)
+    if not isinstance(man.get("samples"), list):
+        raise InputError(mpath, "no 'samples' list")
+    dc = man.get("defects_config") or []
+    if isinstance(dc, dict):
+        dc = [dict(v, defect_name=k) for k, v in dc.items()]
+    dconf = {d.get("defect_name"): d for d in dc if isinstance(d, dict)}
+    classes = man.get("classes") or {}
+    samples = {}
+    for e in man["samples"]:
+        if "id" not in e:
+            raise InputError(mpath, "a sample has no 'id'")
+        samples[str(e["id"])] = Sample(data, mpath, e, classes, dconf)
+    return man, mpath, samples
+
+
+def load_predictions(pred: Path):
+    ppath = pred / "predictions.json"
+    p = _load_json(ppath)
+    for k in ("scores", "maps"):
+        if not isinstance(p.get(k), dict):
+            raise InputError(ppath, f"missing '{k}' object")
+    return p, ppath
+
+
+# ------------------------------------------------------------------ helpers
+def _progress(it, total, what):
+    """Minimal stderr progress bar (no extra dependency)."""
+    tty = sys.stderr.isatty()
+    t0 = time.time()
+    for i, x in enumerate(it, 1):
+        yield x
+        if tty or i == total:
+            w = 30
+            done = int(w * i / max(total, 1))
+            sys.stderr.write(f"\r{what}: [{'#' * done}{'.' * (w - done)}] {i}/{total} {time.time() - t0:.1f}s")
+            if i == total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _nan_to_none(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_nan_to_none(v) for v in x]
+    if isinstance(x, np.generic):
+        return _nan_to_none(x.item())
+    return x
+
+
+def _thin(*arrays, n=2000):
+    """Subsample curve arrays to at most n points for plotting (keeps the ends)."""
+    m = len(arrays[0])
+    if m <= n:
+        return [np.asarray(a).tolist() for a in arrays]
+    idx = np.unique(np.r_[np.linspace(0, m - 1, n).astype(int), m - 1])
+    return [np.asarray(a)[idx].tolist() for a in arrays]
+
+
+def _downsample(a, side=EXAMPLE_SIDE):
+    import cv2
+    h, w = a.shape[:2]
+    f = side / max(h, w)
+    if f >= 1:
+        return a
+    size = (max(1, int(round(w * f))), max(1, int(round(h * f))))
+    if a.dtype == bool:
+        return cv2.resize(a.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    return cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+
+
+# ------------------------------------------------------------------ evaluation
+def evaluate(pred_dir, data_dir, out_dir, val_pred_dir=None, *, bins=DEFAULT_BINS,
+             max_exact_pixels=DEFAULT_MAX_EXACT, fpr_limit=0.3, spro_fpr_limit=0.05,
+             min_coverage=0.0, threshold=None, strict=False, report=True, quiet=False) -> dict:
+    pred_dir, data_dir, out_dir = Path(pred_dir), Path(data_dir), Path(out_dir)
+    man, mpath, samples = load_manifest(data_dir)
+    manifest_sha = sha256_file(mpath)
+    preds, ppath = load_predictions(pred_dir)
+    warnings = []
+
+    def warn(msg):
+        warnings.append(msg)
+        if not quiet:
+            print(f"warning: {msg}", file=sys.stderr)
+
+    if preds.get("manifest_sha256") and preds["manifest_sha256"] != manifest_sha:
+        msg = f"{ppath}: manifest_sha256 {preds['manifest_sha256'][:12]}... does not match {mpath} ({manifest_sha[:12]}...)"
+        if strict:
+            raise InputError(ppath, "manifest_sha256 does not match the dataset manifest")
+        warn(msg)
+
+    # which prediction entries go where
+    def entries(p, path, root):
+        out = []
+        for sid, sc in p["scores"].items():
+            if sid not in samples:
+                raise InputError(path, f"sample id {sid!r} is not in {mpath}")
+            rel = p["maps"].get(sid)
+            out.append((samples[sid], float(sc), None if rel is None else root / rel))
+        return out
+
+    split = preds.get("split") or "test"
+    all_entries = entries(preds, ppath, pred_dir)
+    test = [e for e in all_entries if e[0].split == split]
+    val = [e for e in all_entries if e[0].split == "val" and split != "val"]
+    if val_pred_dir is not None:
+        vp, vpath = load_predictions(Path(val_pred_dir))
+        seen = {e[0].id for e in val}
+        val += [e for e in entries(vp, vpath, Path(val_pred_dir)) if e[0].split == "val" and e[0].id not in seen]
+    if not test:
+        raise InputError(ppath, f"no prediction for any sample of split {split!r} in {mpath}")
+    n_missing = sum(1 for s in samples.values() if s.split == split) - len(test)
+    if n_missing:
+        warn(f"{n_missing} {split} samples of the manifest have no prediction; evaluated {len(test)}")
+
+    # ---- image level
+    img_scores = np.array([e[1] for e in test], np.float64)
+    img_labels = np.array([e[0].label for e in test], bool)
+    if not np.isfinite(img_scores).all():
+        raise InputError(ppath, "image scores contain NaN or infinite values")
+    image = {"n": len(test), "n_anomalous": int(img_labels.sum()), "n_normal": int((~img_labels).sum()),
+             "auroc": binary_auroc(img_scores, img_labels),
+             "ap": binary_average_precision(img_scores, img_labels) if img_labels.any() else float("nan")}
+    curves = {}
+    if img_labels.any() and (~img_labels).any():
+        fpr, tpr, _ = binary_roc_curve(img_scores, img_labels)
+        pr, rc, _ = binary_pr_curve(img_scores, img_labels)
+        curves["image_roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+        curves["image_pr"] = {"precision": pr.tolist(), "recall": rc.tolist()}
+
+    test_px = [e for e in test if e[2] is not None]
+    val_px = [e for e in val if e[2] is not None]
+    if len(test_px) < len(test):
+        warn(f"{len(test) - len(test_px)} evaluated samples have no anomaly map (pixel metrics skip them)")
+
+    # ---- exact or histogram
+    total_px = sum(map_pixels(e[2]) for e in test_px)
+    total_val = sum(map_pixels(e[2]) for e in val_px)
+    use_hist = max(total_px, total_val) > max_exact_pixels
+    value_range = None
+    if use_hist:
+        lo, hi = np.inf, -np.inf
+        for e in _progress(test_px + val_px, len(test_px) + len(val_px), "score range"):
+            a = read_map(e[2])
+            lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
+        value_range = (lo, hi)
+    kw = dict(mode="hist" if use_hist else "exact", bins=bins, value_range=value_range)
+
+    # ---- threshold on validation
+    thr_info = {}
+    if threshold is not None:
+        thr_info = {"value": float(threshold), "source": "command line"}
+    elif val_px:
+        f1m = F1OptimalThreshold(**kw)
+        for s, _, mp in _progress(val_px, len(val_px), "validation"):
+            a = read_map(mp)
+            m = s.mask(a.shape)
+            if m is not None:
+                f1m.update(a, m)
+        r = f1m.compute()
+        if r["threshold"] is not None:
+            thr_info = {"value": r["threshold"], "source": "val (F1-max)", "n_val_images": len(val_px),
+                        "val_f1": r["f1"], "val_precision": r["precision"], "val_recall": r["recall"],
+                        "mode": r.get("mode")}
+        else:
+            warn("validation predictions have no anomalous pixel; threshold falls back")
+    if not thr_info and preds.get("threshold") is not None:
+        thr_info = {"value": float(preds["threshold"]), "source": "predictions.json"}
+    choose_on_test = not thr_info
+    if choose_on_test:
+        warn("no validation predictions and no stored threshold: choosing the F1-max threshold on the "
+             "evaluated split (optimistic)")
+
+    # ---- pass over the evaluated split
+    roc = BinaryROC(**kw)
+    pro = AUPRO(fpr_limit, **kw)
+    has_regions = any(e[0].has_regions() for e in test_px)
+    spro = AUsPRO(spro_fpr_limit, **kw) if has_regions else None
+    f1_test = F1OptimalThreshold(**kw) if choose_on_test else None
+    kept = []  # (sample, map, mask, instance mask, instances) for the threshold-dependent part
+    n_no_mask = 0
+
+    def threshold_dependent(s, a, m, im, inst, prf, dwr, examples):
+        pos = a >= thr
+        prf.update(a, m)
+        if im is not None and inst:
+            dwr.update(pos, im, inst, sample_id=s.id)
+        _collect_example(examples, s, a, m, pos)
+
+    prf = dwr = None
+    examples: dict = {}
+    if not choose_on_test:
+        thr = thr_info["value"]
+        prf = ThresholdedPRF(thr)
+        dwr = DefectWiseRecall(min_coverage, class_kinds=man.get("classes"))
+    for s, _, mp in _progress(test_px, len(test_px), f"evaluating {split}"):
+        a = read_map(mp)
+        m = s.mask(a.shape)
+        if m is None:
+            n_no_mask += 1
+            continue
+        roc.update(a, m)
+        pro.update(a, m)
+        if spro is not None:
+            spro.update(a, *s.regions(a.shape, m))
+        im, inst = s.instances(a.shape, m)
+        if choose_on_test:
+            f1_test.update(a, m)
+            kept.append((s, mp))
+        else:
+            threshold_dependent(s, a, m, im, inst, prf, dwr, examples)
+    if n_no_mask:
+        warn(f"{n_no_mask} anomalous samples have no mask (left out of the pixel metrics)")
+    if choose_on_test:
+        r = f1_test.compute()
+        thr_info = {"value": r["threshold"], "source": "test (optimistic)", "test_f1": r["f1"]}
+        thr = r["threshold"]
+        if thr is not None:
+            prf = ThresholdedPRF(thr)
+            dwr = DefectWiseRecall(min_coverage, class_kinds=man.get("classes"))
+            for s, mp in kept:  # second pass: the threshold is known only now
+                a = read_map(mp)
+                m = s.mask(a.shape)
+                im, inst = s.instances(a.shape, m)
+                threshold_dependent(s, a, m, im, inst, prf, dwr, examples)
+
+    pixel = roc.compute()
+    aupro = pro.compute()
+    spro_r = spro.compute() if spro is not None else {"value": None, "note": "no LOCO region annotation in the manifest"}
+    if pixel["n_pos"] and pixel["n_neg"]:
+        fpr, tpr, _ = roc.roc_curve()
+        pr, rc, _ = roc.pr_curve()
+        curves["pixel_roc"] = dict(zip(("fpr", "tpr"), _thin(fpr, tpr)))
+        curves["pixel_pr"] = dict(zip(("precision", "recall"), _thin(pr, rc)))
+    if aupro.get("value") is not None:
+        f, p, _ = pro.curve()
+        curves["pro"] = dict(zip(("fpr", "pro"), _thin(f, p)))
+    if spro is not None and spro_r.get("value") is not None:
+        f, p, _ = spro.curve()
+        curves["spro"] = dict(zip(("fpr", "spro"), _thin(f, p)))
+
+    metrics = {
+        "format": FORMAT, "model": preds.get("model"), "dataset": str(mpath),
+        "dataset_name": man.get("name"), "manifest_sha256": manifest_sha,
+        "predictions_manifest_sha256": preds.get("manifest_sha256"),
+        "manifest_sha256_match": (preds.get("manifest_sha256") == manifest_sha) if preds.get("manifest_sha256") else None,
+        "predictions": str(ppath), "split": split, "n_missing_predictions": n_missing,
+        "image": image,
+        "pixel": pixel,
+        "aupro": aupro,
+        "spro": spro_r,
+        "threshold": thr_info,
+        "thresholded": prf.compute() if prf is not None else None,
+        "defect_wise_recall": dwr.compute() if dwr is not None else None,
+        "approximation": {
+            "mode": kw["mode"], "bins": bins if use_hist else None, "value_range": value_range,
+            "max_exact_pixels": max_exact_pixels, "n_pixels": total_px,
+            "note": ("exact sweeps over every distinct score" if not use_hist else
+                     "fixed-bin histograms; pixel AUROC within +-pixel.auroc_error_bound, exact AP in "
+                     "[pixel.ap_lower, pixel.ap_upper], AUPRO/sPRO within +-error_bound, threshold is a bin edge"),
+        },
+        "warnings": warnings,
+    }
+    metrics = _nan_to_none(metrics)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "metrics.json", "w") as f:
+        json.dump(metrics, f, indent=2)
+    with open(out_dir / "curves.json", "w") as f:
+        json.dump(_nan_to_none(curves), f)
+    if report:
+        from .report import build_report
+        build_report(metrics, curves, _finish_examples(examples), out_dir)
+    return metrics
+
+
+def _collect_example(examples, s, a, m, pos):
+    """Keep up to N_EXAMPLES_PER_CLASS anomalous samples per class and the highest-scoring normal
+    sample, downsampled, with their modalities."""
+    if s.label:
+        keys = s.e.get("classes") or [i.get("class") for i in s.e.get("instances") or []] or ["anomalous"]
+    else:
+        keys = ["good"]
+    for k in dict.fromkeys(keys):
+        lst = examples.setdefault(k, [])
+        score = float(a.max())
+        if k == "good":
+            if lst and lst[0]["max_score"] >= score:
+                continue
+            lst.clear()
+        elif len(lst) >= N_EXAMPLES_PER_CLASS:
+            continue
+        lst.append({"id": s.id, "class": k, "max_score": score,
+                    "map": _downsample(a), "mask": _downsample(m), "pred": _downsample(pos),
+                    "modalities": [(n, _downsample(x)) for n, x in s.modality_images()]})
+
+
+def _finish_examples(examples):
+    out = []
+    for k in sorted(examples, key=lambda c: (c == "good", c)):
+        out.extend(examples[k])
+    return out
+
+
+# ------------------------------------------------------------------ CLI
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m polar_detect.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pred", required=True, type=Path, help="predictions dir (predictions.json + maps/)")
+    ap.add_argument("--data", required=True, type=Path, help="dataset dir (manifest.json)")
+    ap.add_argument("--out", required=True, type=Path, help="output dir for metrics.json, report.html, PNGs")
+    ap.add_argument("--val-pred", type=Path, default=None, help="predictions on the val split (threshold)")
+    ap.add_argument("--threshold", type=float, default=None, help="override the pixel threshold")
+    ap.add_argument("--fpr-limit", type=float, default=0.3, help="AUPRO FPR limit (default 0.3)")
+    ap.add_argument("--spro-fpr-limit", type=float, default=0.05, help="AU-sPRO FPR limit (default 0.05)")
+    ap.add_argument("--min-coverage", type=float, default=0.0,
+                    help="defect-wise recall coverage fraction (default 0: at least one pixel)")
+    ap.add_argument("--bins", type=int, default=DEFAULT_BINS, help="histogram bins in memory-bounded mode")
+    ap.add_argument("--max-exact-pixels", type=int, default=DEFAULT_MAX_EXACT,
+                    help="exact sweeps up to this many pixels, histograms above")
+    ap.add_argument("--strict", action="store_true", help="exit 2 when manifest_sha256 does not match")
+    ap.add_argument("--no-report", action="store_true", help="write metrics.json only")
+    a = ap.parse_args(argv)
+    try:
+        m = evaluate(a.pred, a.data, a.out, a.val_pred, bins=a.bins, max_exact_pixels=a.max_exact_pixels,
+                     fpr_limit=a.fpr_limit, spro_fpr_limit=a.spro_fpr_limit, min_coverage=a.min_coverage,
+                     threshold=a.threshold, strict=a.strict, report=not a.no_report)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    def f(x):
+        return "n/a" if x is None else f"{x:.4f}"
+    dw = m["defect_wise_recall"] or {}
+    where = a.out / ("report.html" if not a.no_report else "metrics.json")
+    print(f"{m['model'] or 'model'} on {m['dataset_name'] or a.data}/{m['split']}: "
+          f"image AUROC {f(m['image']['auroc'])}, pixel AUROC {f(m['pixel']['auroc'])}, "
+          f"AUPRO@{m['aupro']['fpr_limit']} {f(m['aupro'].get('value'))}, "
+          f"F1 {f((m['thresholded'] or {}).get('f1'))}, mR_DW {f(dw.get('mR_DW'))} -> report: {os.fspath(where)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""Anomaly-detection metrics: functional forms and stateful (update/compute) forms.
+
+Scores: higher = more anomalous; predicted positive iff ``score >= threshold``.
+"""
+from .defect_recall import COVERAGE_THRESHOLDS, DefectWiseRecall, defect_wise_recall, instance_coverage
+from .pro import AUPRO, aupro
+from .roc import (BinaryROC, binary_auroc, binary_average_precision, binary_pr_curve,
+                  binary_roc_curve)
+from .spro import AUsPRO, auspro, saturation_area
+from .threshold import F1OptimalThreshold, ThresholdedPRF, binary_prf_at_threshold, f1_optimal_threshold
+
+__all__ = ["AUPRO", "AUsPRO", "BinaryROC", "COVERAGE_THRESHOLDS", "DefectWiseRecall",
+           "F1OptimalThreshold", "ThresholdedPRF", "aupro", "auspro", "binary_auroc",
+           "binary_average_precision", "binary_pr_curve", "binary_prf_at_threshold",
+           "binary_roc_curve", "defect_wise_recall", "f1_optimal_threshold", "instance_coverage",
+           "saturation_area"]

@@ -1,0 +1,160 @@
+"""Binary AUROC and average precision (image level and pixel level).
+
+Functional forms (exact, all data in memory): :func:`binary_auroc`,
+:func:`binary_average_precision`, :func:`binary_roc_curve`, :func:`binary_pr_curve`.
+Stateful form: :class:`BinaryROC` (``update(preds, target)`` then ``compute()``), exact or
+memory-bounded (fixed-bin histogram; see ``_curve``).  Conventions follow scikit-learn:
+AUROC is the trapezoid area of the ROC (ties are one step, i.e. half credit), AP is
+``sum_k (R_k - R_{k-1}) P_k`` over distinct thresholds.
+
+Histogram mode error bounds (computed from the data, reported by ``compute()``):
+
+* AUROC: ``|AUROC_hist - AUROC_exact| <= sum_b P_b N_b / (2 P N)`` (pairs sharing a bin are
+  the only ones whose order is lost; the histogram gives them half credit).
+* AP: exact AP lies in ``[ap_lower, ap_upper]``; inside a bin holding p positives and n
+  negatives after TP0/FP0 higher-ranked ones, each positive's precision lies between
+  ``(TP0+i)/(TP0+i+FP0+n)`` and ``(TP0+p)/(TP0+p+FP0)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import digamma
+
+from ._curve import (DEFAULT_BINS, DEFAULT_MAX_EXACT, ScoreAccumulator, area_error_bound,
+                     area_up_to, rates, to_numpy)
+
+
+def _prepare(preds, target):
+    s = to_numpy(preds).ravel()
+    t = to_numpy(target).ravel()
+    if s.shape != t.shape:
+        raise ValueError(f"preds and target differ in size: {s.shape} vs {t.shape}")
+    if s.dtype.kind not in "f":
+        s = s.astype(np.float64)
+    return s, t.astype(bool)
+
+
+def _roc_from_sweep(thr, cp, cq):
+    fpr, tpr = rates(cp, cq)
+    return fpr, tpr, np.r_[np.inf, thr]
+
+
+def _ap_from_sweep(cp, cq):
+    if cp.size == 0 or cp[-1] <= 0:
+        return float("nan")
+    dp = np.diff(np.r_[0.0, cp])
+    prec = np.where(cp + cq > 0, cp / np.maximum(cp + cq, 1e-300), 1.0)
+    return float(np.sum(dp * prec) / cp[-1])
+
+
+def _ap_bounds(cp, cq):
+    """Bounds of the exact AP given only per-bin counts (see module docstring)."""
+    P = cp[-1]
+    dp = np.diff(np.r_[0.0, cp])
+    dn = np.diff(np.r_[0.0, cq])
+    tp0 = cp - dp
+    fp0 = cq - dn
+    upper = dp * np.where(dp > 0, cp / np.maximum(cp + fp0, 1e-300), 0.0)
+    # sum_{i=1..p} (a+i)/(a+i+c) = p - c * (psi(a+c+p+1) - psi(a+c+1)),  a = TP0, c = FP0 + n
+    a, c = tp0, cq
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lower = dp - c * (digamma(a + c + dp + 1) - digamma(a + c + 1))
+    lower = np.where(dp > 0, np.where(c > 0, lower, dp), 0.0)
+    lo = float(np.sum(lower) / P)
+    hi = float(np.sum(upper) / P)
+    slack = 1e-9  # floating-point slack of the digamma differences
+    return max(0.0, lo - slack), min(1.0, hi + slack)
+
+
+# ------------------------------------------------------------------ functional
+def binary_roc_curve(preds, target):
+    """(fpr, tpr, thresholds); thresholds[0] = inf (nothing positive)."""
+    acc = ScoreAccumulator("exact")
+    s, t = _prepare(preds, target)
+    acc.update(s, t, ~t)
+    thr, cp, cq, _, _ = acc.sweep()
+    return _roc_from_sweep(thr, cp, cq)
+
+
+def binary_auroc(preds, target) -> float:
+    """Area under the ROC curve; NaN when one class is absent."""
+    s, t = _prepare(preds, target)
+    if t.all() or not t.any():
+        return float("nan")
+    fpr, tpr, _ = binary_roc_curve(s, t)
+    return area_up_to(fpr, tpr, 1.0)
+
+
+def binary_pr_curve(preds, target):
+    """(precision, recall, thresholds) for descending thresholds."""
+    acc = ScoreAccumulator("exact")
+    s, t = _prepare(preds, target)
+    acc.update(s, t, ~t)
+    thr, cp, cq, _, _ = acc.sweep()
+    prec = cp / np.maximum(cp + cq, 1e-300)
+    rec = cp / cp[-1] if cp.size and cp[-1] > 0 else np.zeros_like(cp)
+    return prec, rec, thr
+
+
+def binary_average_precision(preds, target) -> float:
+    """Average precision (scikit-learn's definition); NaN when there is no positive."""
+    s, t = _prepare(preds, target)
+    acc = ScoreAccumulator("exact")
+    acc.update(s, t, ~t)
+    _, cp, cq, _, _ = acc.sweep()
+    return _ap_from_sweep(cp, cq)
+
+
+# ------------------------------------------------------------------ stateful
+class BinaryROC:
+    """Streaming AUROC + AP.
+
+    ``mode``: ``exact`` (keeps all scores), ``hist`` (fixed bins over ``value_range``),
+    ``auto`` (exact up to ``max_exact`` values, then histogram).  ``compute()`` returns the
+    metrics with their error bounds (0 in exact mode).
+    """
+
+    def __init__(self, mode: str = "auto", bins: int = DEFAULT_BINS, value_range=None,
+                 max_exact: int = DEFAULT_MAX_EXACT):
+        self.acc = ScoreAccumulator(mode, bins, value_range, max_exact)
+
+    def reset(self):
+        self.acc.reset()
+
+    def update(self, preds, target) -> None:
+        s, t = _prepare(preds, target)
+        self.acc.update(s, t, ~t)
+
+    def roc_curve(self):
+        thr, cp, cq, _, _ = self.acc.sweep()
+        return _roc_from_sweep(thr, cp, cq)
+
+    def pr_curve(self):
+        thr, cp, cq, _, _ = self.acc.sweep()
+        prec = cp / np.maximum(cp + cq, 1e-300)
+        rec = cp / cp[-1] if cp.size and cp[-1] > 0 else np.zeros_like(cp)
+        return prec, rec, thr
+
+    def compute(self) -> dict:
+        thr, cp, cq, _, _ = self.acc.sweep()
+        n_pos = float(cp[-1]) if cp.size else 0.0
+        n_neg = float(cq[-1]) if cq.size else 0.0
+        out = {"n_pos": int(n_pos), "n_neg": int(n_neg), **self.acc.state_dict()}
+        if n_pos == 0:
+            out.update(auroc=None, ap=None, auroc_error_bound=None, ap_lower=None, ap_upper=None,
+                       note="no positive")
+            return out
+        ap = _ap_from_sweep(cp, cq)
+        if n_neg == 0:
+            out.update(auroc=None, ap=ap, auroc_error_bound=None, ap_lower=ap, ap_upper=ap,
+                       note="no negative")
+            return out
+        fpr, tpr = rates(cp, cq)
+        auroc = area_up_to(fpr, tpr, 1.0)
+        if self.acc.mode == "exact":
+            err, lo, hi = 0.0, ap, ap
+        else:
+            err = area_error_bound(fpr, tpr, 1.0)
+            lo, hi = _ap_bounds(cp, cq)
+        out.update(auroc=auroc, ap=ap, auroc_error_bound=err, ap_lower=lo, ap_upper=hi)
+        return out
