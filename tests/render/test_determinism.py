@@ -19,7 +19,7 @@ from .conftest import render_dir, samples
 
 KW = dict(scene="usb_brick", n=4, res=(96, 72), spp=2, seed=3, progress=False)
 MODALITIES = ("stokes", "pol0", "pol45", "pol90", "pol135", "intensity", "dolp", "aolp",
-              "normals", "depth", "object_mask", "part_mask")
+              "normals", "depth", "object_mask", "part_mask", "anomaly_mask")
 
 
 def _same(a: dict, b: dict) -> None:

@@ -18,10 +18,15 @@ from __future__ import annotations
 import torch
 
 
-def pairwise_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances (n, m); matrix-product form, clamped at 0."""
-    d2 = (a * a).sum(1, keepdim=True) - 2.0 * a @ b.T + (b * b).sum(1)[None]
-    return d2.clamp_min_(0).sqrt_()
+def pairwise_dist(a: torch.Tensor, b: torch.Tensor, a2: torch.Tensor | None = None,
+                  b2: torch.Tensor | None = None) -> torch.Tensor:
+    """Euclidean distances (n, m); matrix-product form in one (n, m) buffer, clamped at 0.
+    ``a2``/``b2``: precomputed squared norms."""
+    a2 = (a * a).sum(1) if a2 is None else a2
+    b2 = (b * b).sum(1) if b2 is None else b2
+    d = a @ b.T
+    d.mul_(-2.0).add_(a2[:, None]).add_(b2[None])
+    return d.clamp_min_(0).sqrt_()
 
 
 class SequentialCoreset:
@@ -68,7 +73,8 @@ class SequentialCoreset:
         return cs
 
     def _build_matrix(self):
-        self.D = pairwise_dist(self.M, self.M)
+        d = pairwise_dist(self.M, self.M)
+        self.D = torch.minimum(d, d.T)      # exactly symmetric: ties in d_m resolve to min(i, j)
         self.D.fill_diagonal_(float("inf"))
         self.row_min = self.D.min(1).values
 
@@ -93,7 +99,8 @@ class SequentialCoreset:
         return changes
 
     def _update_chunk(self, c: torch.Tensor) -> int:
-        dist = pairwise_dist(c, self.M)                 # (n, |M|) chunk-to-coreset
+        c2 = (c * c).sum(1)
+        dist = pairwise_dist(c, self.M, a2=c2)          # (n, |M|) chunk-to-coreset
         dmin = dist.min(1).values
         changes, t, n = 0, 0, len(c)
         while t < n:
@@ -110,10 +117,12 @@ class SequentialCoreset:
             if t < n:                                   # column r changed for the rest
                 rest = dist[t:]
                 old_r = rest[:, r].clone()
-                rest[:, r] = pairwise_dist(c[t:], self.M[r: r + 1])[:, 0]
+                mr = self.M[r]
+                col = (c2[t:] - 2.0 * (c[t:] @ mr) + mr @ mr).clamp_min_(0).sqrt_()
+                rest[:, r] = col
                 dmin_rest = dmin[t:]
                 was_nn = old_r <= dmin_rest             # r was (one of) their nearest
-                dmin_rest.copy_(torch.minimum(dmin_rest, rest[:, r]))
+                torch.minimum(dmin_rest, col, out=dmin_rest)
                 if bool(was_nn.any()):
                     idx = torch.nonzero(was_nn)[:, 0]
                     dmin_rest[idx] = rest[idx].min(1).values

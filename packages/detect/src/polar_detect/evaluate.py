@@ -9,12 +9,14 @@ split (default ``test``) are evaluated; prediction entries for ``val`` samples (
 threshold is the one stored in predictions.json, else it is chosen on the evaluated split
 itself and flagged ``"source": "test (optimistic)"``.
 
-MVTec LOCO regions (optional manifest extension, read when present): a sample may carry
-``"regions": [{"mask": "rel/path.png", "class": str, "saturation_threshold": float,
-"relative_saturation": bool}]`` (one PNG per defect region, nonzero = region).  Missing
-saturation fields are looked up by class in a manifest-level ``"defects_config"`` (the
-LOCO ``defects_config.json`` list: ``defect_name``, ``saturation_threshold``,
-``relative_saturation``).  With no region anywhere, sPRO is reported as null.
+MVTec LOCO regions (read when present, as ``polar_detect.dataset import-loco`` writes them):
+each instance of a sample may carry ``"region_mask": "rel/path.png"`` (one PNG per defect
+region, nonzero = region) with ``"saturation_threshold"`` and ``"relative_saturation"``
+(LOCO ``defects_config.json`` semantics; a resolved ``"saturation_px"`` is used only when the
+raw pair is absent).  Also accepted: a sample-level ``"regions": [{"mask", "class",
+"saturation_threshold", "relative_saturation"}]`` list, with missing saturation fields looked
+up by class in the manifest-level ``"defects_config"``.  With no region anywhere, sPRO is
+reported as null.
 
 The pixel sweeps are exact while the evaluated pixels fit ``--max-exact-pixels``; above that
 they use fixed-bin histograms (``--bins``) over the global score range and every affected
@@ -184,12 +186,17 @@ class Sample:
         name = cls[0] if len(cls) == 1 else "unknown"
         return lab, [{"id": k, "class": name, "kind": self.classes.get(name, "defect")} for k in range(1, n + 1)]
 
+    def _region_entries(self):
+        regs = [dict(r) for r in self.e.get("regions") or []]
+        regs += [dict(i, mask=i["region_mask"]) for i in self.e.get("instances") or [] if i.get("region_mask")]
+        return regs
+
     def has_regions(self):
-        return bool(self.e.get("regions"))
+        return bool(self._region_entries())
 
     def regions(self, shape, mask):
         """(K, H, W) bool, saturation thresholds, relative flags."""
-        regs = self.e.get("regions") or []
+        regs = self._region_entries()
         stack, thr, rel = [], [], []
         for r in regs:
             p = self._path(r["mask"])
@@ -198,9 +205,12 @@ class Sample:
                 raise InputError(p, f"region mask shape {m.shape} differs from the anomaly map {shape}")
             cfg = self.defects_config.get(r.get("class") or r.get("defect_name"), {})
             t = r.get("saturation_threshold", cfg.get("saturation_threshold"))
+            relative = bool(r.get("relative_saturation", cfg.get("relative_saturation", False)))
+            if t is None and r.get("saturation_px") is not None:
+                t, relative = float(r["saturation_px"]), False
             stack.append(m > 0)
             thr.append(np.inf if t is None else float(t))
-            rel.append(bool(r.get("relative_saturation", cfg.get("relative_saturation", False))))
+            rel.append(relative)
         if not regs and mask is not None and mask.any():
             # anomalous sample without region annotation: its connected components, unsaturated
             from scipy import ndimage
@@ -227,8 +237,8 @@ def load_manifest(data: Path):
     if not isinstance(man.get("samples"), list):
         raise InputError(mpath, "no 'samples' list")
     dc = man.get("defects_config") or []
-    if isinstance(dc, dict):
-        dc = [dict(v, defect_name=k) for k, v in dc.items()]
+    if isinstance(dc, dict):  # import-loco writes {pixel_value: {defect_name, ...}}
+        dc = [dict(v, defect_name=v.get("defect_name", k)) for k, v in dc.items() if isinstance(v, dict)]
     dconf = {d.get("defect_name"): d for d in dc if isinstance(d, dict)}
     classes = man.get("classes") or {}
     samples = {}

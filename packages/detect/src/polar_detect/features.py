@@ -368,7 +368,7 @@ class FeatureExtractor(nn.Module):
         self.register_buffer("mean", torch.tensor(cls.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cls.std).view(1, 3, 1, 1), persistent=False)
         self.in_dim = sum(cls.STAGES[s][1] for s in self.cfg.stages)
-        self.projection = None
+        self.register_buffer("projection", None, persistent=False)
         if self.cfg.projection_dim:
             g = torch.Generator().manual_seed(self.cfg.projection_seed)
             p = torch.randn(self.in_dim, self.cfg.projection_dim, generator=g)

@@ -65,10 +65,10 @@ def overlay(base: np.ndarray, mask: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return out
 
 
-def _curve_fig(plt, path, series, xlabel, ylabel, title, xlim=None, diag=False, vline=None):
-    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=100)
+def _curve_fig(plt, path, series, xlabel, ylabel, title, xlim=None, diag=False, vline=None, marker=None):
+    fig, ax = plt.subplots(figsize=(4.8, 4.0), dpi=100)
     for label, x, y in series:
-        ax.plot(x, y, label=label, lw=1.6)
+        ax.plot(x, y, label=label, lw=1.6, marker=marker, ms=3)
     if diag:
         ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
     if vline is not None:
@@ -80,7 +80,7 @@ def _curve_fig(plt, path, series, xlabel, ylabel, title, xlim=None, diag=False, 
         ax.set_xlim(*xlim)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -98,11 +98,11 @@ def _example_fig(plt, path, ex, threshold):
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.9), dpi=100)
     axes = np.atleast_1d(axes)
     for ax, (name, img) in zip(axes, panels):
-        ax.imshow(img)
+        ax.imshow(img, interpolation="nearest")
         ax.set_title(name, fontsize=9)
-    axes[-2].imshow(ex["map"], cmap="inferno")
+    axes[-2].imshow(ex["map"], cmap="inferno", interpolation="nearest")
     axes[-2].set_title("anomaly map", fontsize=9)
-    axes[-1].imshow(overlay(base, ex["mask"], ex["pred"]))
+    axes[-1].imshow(overlay(base, ex["mask"], ex["pred"]), interpolation="nearest")
     axes[-1].set_title(f"score >= {threshold:.4g}" if threshold is not None else "overlay", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
@@ -143,7 +143,7 @@ def build_report(metrics: dict, curves: dict, examples: list, out_dir) -> Path:
         if cc.get("mean_defect"):
             s.append(("mean over defect classes", x, cc["mean_defect"]))
         figs["coverage"] = _curve_fig(plt, out_dir / "coverage_curve.png", s, "required coverage of an instance (%)",
-                                      "defect-wise recall", "recall vs coverage")
+                                      "defect-wise recall", "recall vs coverage", marker="o")
     thr = (metrics.get("threshold") or {}).get("value")
     ex_files = []
     for i, ex in enumerate(examples):

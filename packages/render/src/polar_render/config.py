@@ -43,7 +43,7 @@ MATERIAL_KEYS = {"pplastic": {"type", "color", "alpha", "ior"},
                  "diffuse": {"type", "color"}}
 MATERIAL_TYPES = set(MATERIAL_KEYS)
 _TOP_KEYS = {"name", "description", "objects", "default_material", "materials", "layout",
-             "lights", "background", "sensor", "render"}
+             "lights", "background", "sensor", "render", "anomalies"}
 
 DEFAULTS = {
     "lights": {"spot": {"radius_m": [1.0, 1.5], "elevation_deg": [30.0, 80.0],
@@ -69,6 +69,7 @@ class SceneConfig:
     background: dict
     sensor: dict
     render: dict
+    anomalies: dict = field(default_factory=dict)   # see polar_render/anomalies.py
     raw: dict = field(repr=False, default_factory=dict)
 
     def digest(self) -> str:
@@ -182,7 +183,11 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
     check_range(merged["background"]["ground"]["alpha"], f"{path}: background.ground.alpha", 1e-4, 1)
     check_range(merged["background"]["ground"]["checker_scale"], f"{path}: background.ground.checker_scale", 0)
 
-    return SceneConfig(name=merged.get("name", path.parent.name), path=path, objects=objects,
+    from .anomalies import validate as validate_anomalies
+
+    part_names = {p.name for o in objects.values() for p in o.parts} | {"model"}
+    anomalies = validate_anomalies(merged.get("anomalies") or {}, part_names, f"{path}: anomalies")
+    return SceneConfig(name=merged.get("name", path.parent.name), path=path, objects=objects, anomalies=anomalies,
                        default_material=default_material, materials=materials,
                        layout=merged.get("layout") or {}, lights=merged["lights"],
                        background=merged["background"], sensor=sensor, render=merged["render"], raw=merged)

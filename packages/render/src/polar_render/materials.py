@@ -15,15 +15,25 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 
 
-def bsdf_dict(material: dict) -> dict:
-    """Mitsuba dict for a sampled material (see ``randomize.sample_material``)."""
+def bsdf_dict(material: dict, stain=None) -> dict:
+    """Mitsuba dict for a sampled material (see ``randomize.sample_material``).
+
+    ``stain``: (reflectance texture, roughness texture) objects from ``stain.py``; they
+    wrap the reflectance (diffuse for pplastic, specular tint for conductors) and alpha.
+    """
     t = material["type"]
     if t == "pplastic":
-        return {"type": "pplastic", "diffuse_reflectance": {"type": "rgb", "value": material["color"]},
-                "alpha": float(material["alpha"]), "int_ior": float(material["ior"])}
+        d = {"type": "pplastic", "diffuse_reflectance": {"type": "rgb", "value": material["color"]},
+             "alpha": float(material["alpha"]), "int_ior": float(material["ior"])}
+        if stain is not None:
+            d["diffuse_reflectance"], d["alpha"] = stain
+        return d
     if t == "roughconductor":
-        return {"type": "roughconductor", "material": material["conductor"],
-                "distribution": "ggx", "alpha": float(material["alpha"])}
+        d = {"type": "roughconductor", "material": material["conductor"],
+             "distribution": "ggx", "alpha": float(material["alpha"])}
+        if stain is not None:
+            d["specular_reflectance"], d["alpha"] = stain
+        return d
     if t == "diffuse":
         return {"type": "diffuse", "reflectance": {"type": "rgb", "value": material["color"]}}
     raise ValueError(f"unknown material type {t!r}")
@@ -37,7 +47,7 @@ def structure_key(material: dict) -> tuple:
     return (material["type"], material.get("conductor"))
 
 
-def set_bsdf(params: MutableMapping, prefix: str, material: dict, encode_rgb, scalar) -> None:
+def set_bsdf(params: MutableMapping, prefix: str, material: dict, encode_rgb, scalar, stain=None) -> None:
     """Write ``material``'s values into the traversed parameters of the BSDF at ``prefix``.
 
     ``encode_rgb`` turns linear RGB into what an ``rgb`` texture stores in the active
@@ -45,6 +55,15 @@ def set_bsdf(params: MutableMapping, prefix: str, material: dict, encode_rgb, sc
     ``scalar`` wraps a float. Both must return opaque Dr.Jit values (see ``scene.py``).
     """
     t = material["type"]
+    if stain is not None:  # the stain textures hold the base values
+        refl, rough = stain
+        rough.value = scalar(material["alpha"])
+        if t == "pplastic":
+            params[f"{prefix}.diffuse_reflectance.base.value"] = encode_rgb(material["color"])
+            params[f"{prefix}.eta.value"] = scalar(float(material["ior"]) / EXT_IOR)
+        elif t == "roughconductor":
+            params[f"{prefix}.specular_reflectance.base.value"] = encode_rgb([1.0, 1.0, 1.0])
+        return
     if t == "pplastic":
         params[f"{prefix}.diffuse_reflectance.value"] = encode_rgb(material["color"])
         params[f"{prefix}.alpha.value"] = scalar(material["alpha"])

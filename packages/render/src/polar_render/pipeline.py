@@ -22,6 +22,7 @@ from tqdm import tqdm
 from . import io
 from .bop import BopLayout, Frame, read_layout
 from .config import SceneConfig, load_scene
+from .anomalies import sample_anomalies
 from .randomize import sample_appearance
 from .render import render_images, software_versions, structure_table, write_sample
 from .scene import MitsubaScene, camera_to_world, frame_structure, objects_centre
@@ -39,6 +40,7 @@ class RenderRequest:
     variant: str | None = None      # Mitsuba variant; None = scene file / auto
     progress: bool = True
     indices: list[int] | None = None  # render only these sample indices (each still a pure function of seed, i)
+    clean: bool = False             # clean twins: same samples with their anomalies not applied
 
 
 @dataclass
@@ -121,7 +123,7 @@ def _check_run_manifest(out: Path, manifest: dict, write: bool = True) -> None:
         import json
 
         old = json.loads(path.read_text())
-        keys = ("scene", "config_digest", "seed", "spp", "res", "layout", "variant")
+        keys = ("scene", "config_digest", "seed", "spp", "res", "layout", "variant", "clean")
         diff = [k for k in keys if k in manifest and old.get(k) != manifest.get(k)]
         if diff:
             raise ValueError(f"{out} already holds a run with different {', '.join(diff)} "
@@ -174,7 +176,7 @@ def run(req: RenderRequest) -> RunSummary:
     mi = activate(req.variant or cfg.render.get("variant", "auto"))
     summary.variant = mi.variant()
     manifest = {"scene": cfg.name, "scene_file": str(cfg.path), "config_digest": cfg.digest(), "seed": req.seed,
-                "n": n, "spp": spp, "res": list(res), "layout": str(Path(layout.root).resolve()),
+                "n": n, "spp": spp, "res": list(res), "clean": req.clean, "layout": str(Path(layout.root).resolve()),
                 "variant": mi.variant(), "versions": software_versions(mi)}
     _check_run_manifest(req.out, manifest)
 
@@ -217,15 +219,17 @@ def run(req: RenderRequest) -> RunSummary:
             try:
                 camera_to_world(frame)  # SceneError naming cam_R_w2c if the frame has no world pose
                 structure = frame_structure(cfg, layout, frame)
-                slots = [(s.instance, s.obj_id, s.part, s.material) for s in structure.slots]
+                slots = [(s.instance, s.obj_id, s.part, s.material) for s in structure.base_slots]
                 appearance = sample_appearance(cfg, req.seed, i, slots, objects_centre(frame))
                 key = structure.key(cfg.materials)
                 if key not in scenes:
                     scenes.clear()  # one live scene at a time keeps memory flat
                     scenes[key] = MitsubaScene(mi, cfg, structure, appearance, res[0], res[1], spp,
                                                int(cfg.render["max_depth"]))
+                events = sample_anomalies(cfg.anomalies, req.seed, i, structure.slots, scenes[key].models_mm)
                 t = time.perf_counter()
-                images = render_images(scenes[key], frame, appearance, cfg.sensor["mode"])
+                images = render_images(scenes[key], frame, appearance, cfg.sensor["mode"],
+                                       [] if req.clean else events)
                 meta = {"index": i, "seed": req.seed, "scene": cfg.name, "config_digest": cfg.digest(),
                         "frame": {"split": frame.split, "scene_id": frame.scene_id, "im_id": frame.im_id,
                                   "layout": manifest["layout"], "cam_K": frame.K,
@@ -233,6 +237,7 @@ def run(req: RenderRequest) -> RunSummary:
                                   "objects": [{"instance": k + 1, "obj_id": o.obj_id, "cam_R_m2c": o.R_m2c,
                                                "cam_t_m2c_mm": o.t_m2c_mm} for k, o in enumerate(frame.objects)]},
                         "parts": structure_table(structure), "sampled": appearance, "spp": spp,
+                        "anomaly_events": [a.to_meta() for a in events], "clean_twin": req.clean,
                         "variant": mi.variant(), "versions": manifest["versions"]}
             except (ValueError, RuntimeError, OSError) as exc:
                 fail(i, exc)

@@ -36,6 +36,7 @@ import numpy as np
 from . import __version__, io
 from .bop import Frame
 from .polarization import POLARIZER_ANGLES_DEG, aolp, dolp, polarizer_images
+from .anomalies import GEOMETRIC, AovView, instance_masks, swap_materials
 from .scene import FrameStructure, MitsubaScene, camera_to_world
 from .geometry import invert_pose
 
@@ -57,6 +58,8 @@ class SampleImages:
     part_mask: np.ndarray     # (H, W) uint16
     nonfinite: int            # Stokes values that were NaN/inf (set to 0)
     timings: dict
+    anomaly_mask: np.ndarray | None = None   # (H, W) uint16 anomaly instance ids
+    anomalies: list | None = None            # table of visible anomaly instances
 
 
 def stokes_from_render(raw: np.ndarray, mode: str) -> tuple[np.ndarray, list[str]]:
@@ -89,14 +92,37 @@ def aov_products(aov: np.ndarray, frame: Frame, scene: MitsubaScene):
     return object_mask, part_mask, n, depth
 
 
-def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str) -> SampleImages:
+def _view(aov: np.ndarray, frame: Frame, scene: MitsubaScene) -> AovView:
+    sid = np.rint(aov[..., 6]).astype(np.int64)
+    slot = np.full(sid.shape, -1, np.int64)
+    index = {s.key: k for k, s in enumerate(scene.structure.slots)}
+    for reg, s in scene.shape_registry.items():
+        slot[sid == reg] = index[s.key]
+    _, _, n, depth = aov_products(aov, frame, scene)
+    return AovView(slot, aov[..., 0:3], n, depth)
+
+
+def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str,
+                  anomalies: list | None = None) -> SampleImages:
+    """Render one sample; ``anomalies`` (from ``anomalies.sample_anomalies``) are applied on
+    top of the clean sample, and their instance mask is computed."""
+    anomalies = anomalies or []
     t0 = time.perf_counter()
-    scene.update(frame, appearance)
+    scene.update(frame, swap_materials(appearance, anomalies))
+    clean_view = None
+    if any(a.cls in GEOMETRIC for a in anomalies):
+        clean_view = _view(scene.render_aov(), frame, scene)
+    if anomalies:
+        scene.apply_anomalies(anomalies)
     t1 = time.perf_counter()
     raw = scene.render_stokes(appearance["render_seed"])
     t2 = time.perf_counter()
     aov = scene.render_aov()
     t3 = time.perf_counter()
+    amask, table = np.zeros(aov.shape[:2], np.uint16), []
+    if anomalies:
+        amask, table = instance_masks(anomalies, scene.structure.slots, _view(aov, frame, scene),
+                                      clean_view, scene.poses)
     bad = ~np.isfinite(raw)
     nonfinite = int(bad.sum())
     if nonfinite:
@@ -105,7 +131,8 @@ def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str
     object_mask, part_mask, normals, depth = aov_products(aov, frame, scene)
     t4 = time.perf_counter()
     return SampleImages(stokes, channels, normals, depth, object_mask, part_mask, nonfinite,
-                        {"update_s": t1 - t0, "stokes_render_s": t2 - t1, "aov_render_s": t3 - t2, "post_s": t4 - t3})
+                        {"update_s": t1 - t0, "stokes_render_s": t2 - t1, "aov_render_s": t3 - t2, "post_s": t4 - t3},
+                        amask, table)
 
 
 def exposure_scale(stokes: np.ndarray, sensor: dict) -> float:
@@ -160,11 +187,16 @@ def write_sample(dest: Path, images: SampleImages, meta: dict, sensor: dict) -> 
     files["depth"] = _entry("depth.tiff", "float32", images.depth.shape, ["z"], "metres along optical axis; 0 = no hit")
     io.write_png16(dest / "object_mask.png", images.object_mask)
     files["object_mask"] = _entry("object_mask.png", "uint16", (h, w), ["instance"], "BOP instance index, 0 = background")
+    if images.anomaly_mask is not None:
+        io.write_png16(dest / "anomaly_mask.png", images.anomaly_mask)
+        files["anomaly_mask"] = _entry("anomaly_mask.png", "uint16", (h, w), ["anomaly"],
+                                       "anomaly instance id (meta.anomalies), 0 = none")
     io.write_png16(dest / "part_mask.png", images.part_mask)
     files["part_mask"] = _entry("part_mask.png", "uint16", (h, w), ["part"], "part id (meta.parts), 0 = background")
     meta = dict(meta)
     meta["files"] = files
     meta["exposure_scale"] = scale
+    meta["anomalies"] = images.anomalies or []
     meta["nonfinite_stokes_values"] = images.nonfinite
     meta["zero_intensity_pixels"] = int((st[0].max(axis=-1) <= ZERO_S0).sum())
     meta["timings"] = images.timings

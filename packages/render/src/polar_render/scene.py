@@ -26,7 +26,9 @@ import numpy as np
 from .bop import BopLayout, Frame
 from .config import SceneConfig
 from .geometry import invert_pose, pose_matrix
+from .anomalies import EXTRA_ROTATION, extra_parts, geometry_edits, stain_parts
 from .materials import bsdf_dict, set_bsdf, structure_key
+from .stain import NOISE_ATTRIBUTE, perlin, register_plugins
 
 OPENCV_TO_MITSUBA_CAM = np.diag([-1.0, -1.0, 1.0, 1.0])
 AOV_SPEC = "pos:position,nrm:sh_normal,sid:shape_index"
@@ -52,10 +54,19 @@ class PartSlot:
     mesh: Path
     material: str
 
+    @property
+    def is_extra(self) -> bool:
+        """A spare copy of a part for ``extra`` anomalies (hidden unless used)."""
+        return self.key.startswith("x")
+
 
 @dataclass
 class FrameStructure:
     slots: list[PartSlot] = field(default_factory=list)
+
+    @property
+    def base_slots(self) -> list[PartSlot]:
+        return [s for s in self.slots if not s.is_extra]
 
     def key(self, materials: dict) -> tuple:
         return tuple((s.key, str(s.mesh), structure_key(materials[s.material])) for s in self.slots)
@@ -76,6 +87,10 @@ def frame_structure(cfg: SceneConfig, layout: BopLayout | None, frame: Frame) ->
             raise SceneError(f"obj_id {obj.obj_id} is not described in {cfg.path} and no layout models are given")
         for name, mesh, mat in parts:
             st.slots.append(PartSlot(f"i{inst}_{name}", inst, obj.obj_id, name, len(st.slots) + 1, Path(mesh), mat))
+    for s in list(st.slots):  # spare copies for ``extra`` anomalies: always present, hidden when unused
+        if s.part in extra_parts(cfg.anomalies):
+            st.slots.append(PartSlot(f"x{s.instance}_{s.part}", s.instance, s.obj_id, s.part, len(st.slots) + 1,
+                                     s.mesh, s.material))
     return st
 
 
@@ -145,23 +160,49 @@ class MitsubaScene:
                       "cutoff_angle": 20.0, "beam_width": 15.0},
              "environment": {"type": "constant", "radiance": {"type": "uniform", "value": 0.1}}}
         mats = {(p["instance"], p["part"]): p for p in first["parts"]}
+        # Water-stain textures on every stain-capable part, always (disabled when a sample
+        # has no stain), so clean and stained samples share one kernel.
+        self.stains: dict[str, tuple] = {}
+        if stain_parts(cfg.anomalies):
+            register_plugins(mi)
         for s in structure.slots:
+            mat = mats[(s.instance, s.part)]
+            stain = None
+            if s.part in stain_parts(cfg.anomalies) and mat["type"] in ("pplastic", "roughconductor"):
+                fld = register_plugins.StainField()
+                refl = mi.load_dict({"type": "stain_reflectance"})
+                rough = mi.load_dict({"type": "stain_roughness"})
+                refl.field = rough.field = fld
+                stain = self.stains[s.key] = (refl, rough, fld)
             # Without stored normals Mitsuba would smooth across sharp edges: use face normals.
-            d[s.key] = {"type": "ply", "filename": str(s.mesh), "face_normals": not ply_has_normals(s.mesh),
-                        "bsdf": bsdf_dict(mats[(s.instance, s.part)])}
+            # Instantiated one by one: load_dict merges identical nodes, which would make two
+            # identical parts (a spare copy, or instances with equal values) one shared shape.
+            shape = mi.load_dict({"type": "ply", "filename": str(s.mesh), "face_normals": not ply_has_normals(s.mesh),
+                                  "bsdf": bsdf_dict(mat, stain[:2] if stain else None)})
+            shape.set_id(s.key)
+            d[s.key] = shape
         # Sequential loading: registry ids (baked into kernels as literals) then follow dict
         # order, so every load of the same structure yields the same kernels.
         self.scene = mi.load_dict(d, parallel=False)
         self.aov_integrator = mi.load_dict({"type": "aov", "aovs": AOV_SPEC})
+        for sh in self.scene.shapes():
+            if sh.id() in self.stains:
+                sh.add_attribute(NOISE_ATTRIBUTE, 1, np.zeros(sh.vertex_count(), np.float32))
         self.params = mi.traverse(self.scene)
         sensors = {s.id(): i for i, s in enumerate(self.scene.sensors())}
         self.camera_index, self.aov_index = sensors["camera"], sensors["aov_camera"]
         # Model-frame vertices (m) and normals in the order Mitsuba loaded them.
-        self._model = {}
+        self._model, self.models_mm, self.normals = {}, {}, {}
         for s in structure.slots:
             v = np.array(self.params[f"{s.key}.vertex_positions"], dtype=np.float64).reshape(-1, 3) / 1000.0
             n = np.array(self.params[f"{s.key}.vertex_normals"], dtype=np.float64).reshape(-1, 3)
-            self._model[s.key] = (v, n if n.size == v.size else None)
+            f = np.array(self.params[f"{s.key}.faces"], dtype=np.int64).reshape(-1, 3)
+            n = n if n.size == v.size else None
+            if s.is_extra:  # the spare copy sits turned 180 degrees about the model z axis
+                v, n = v @ EXTRA_ROTATION.T, (n @ EXTRA_ROTATION.T if n is not None else None)
+            self._model[s.key] = (v, n)
+            self.models_mm[s.key] = (v * 1000.0, f)
+            self.normals[s.key] = n
         # Registry id of each shape -> slot (the shape_index AOV holds these ids).
         ids = np.array(drjit.reinterpret_array(mi.UInt32, mi.ShapePtr(self.scene.shapes()))).ravel()
         by_key = {sh.id(): int(i) for sh, i in zip(self.scene.shapes(), ids)}
@@ -197,15 +238,14 @@ class MitsubaScene:
             p[f"{cam}.x_fov"] = intr["fov"]
             p[f"{cam}.principal_point_offset_x"] = intr["principal_point_offset_x"]
             p[f"{cam}.principal_point_offset_y"] = intr["principal_point_offset_y"]
-        poses = {k + 1: object_to_world(frame, k) for k in range(len(frame.objects))}
+        self.poses = {k + 1: object_to_world(frame, k) for k in range(len(frame.objects))}
         mats = {(m["instance"], m["part"]): m for m in appearance["parts"]}
+        self.set_geometry({s.key: None for s in self.structure.slots if s.is_extra}, update=False)
         for s in self.structure.slots:
-            T = poses[s.instance]
-            v, n = self._model[s.key]
-            p[f"{s.key}.vertex_positions"] = mi.Float((v @ T[:3, :3].T + T[:3, 3]).ravel().astype(np.float32))
-            if n is not None:
-                p[f"{s.key}.vertex_normals"] = mi.Float((n @ T[:3, :3].T).ravel().astype(np.float32))
-            set_bsdf(p, f"{s.key}.bsdf", mats[(s.instance, s.part)], self._rgb, self._scalar)
+            st = self.stains.get(s.key)
+            set_bsdf(p, f"{s.key}.bsdf", mats[(s.instance, s.part)], self._rgb, self._scalar, st[:2] if st else None)
+            if st:
+                st[2].set_disabled()
         sp = appearance["spot"]
         up = [0.0, 1.0, 0.0] if abs(sp["elevation_deg"]) > 89.0 else [0.0, 0.0, 1.0]
         p["spot.to_world"] = mi.ScalarTransform4f().look_at(origin=sp["position_m"], target=sp["target_m"], up=up)
@@ -222,6 +262,41 @@ class MitsubaScene:
         p["ground.bsdf.alpha.value"] = self._scalar(g["alpha"])
         p["environment.radiance.value"] = self._scalar(appearance["environment"]["radiance"])
         p.update()
+
+    def set_geometry(self, edits: dict, update: bool = True) -> None:
+        """Write every slot's vertices for the current poses; ``edits`` maps a slot key to
+        (model vertices mm, normals) replacing the clean mesh, or None to hide the slot."""
+        mi, p = self.mi, self.params
+        for s in self.structure.slots:
+            T = self.poses[s.instance]
+            v, n = self._model[s.key]
+            if s.key in edits:
+                if edits[s.key] is None:  # hidden: every triangle collapses to a point 100 m below
+                    p[f"{s.key}.vertex_positions"] = mi.Float(np.tile([0.0, 0.0, -100.0], len(v)).astype(np.float32))
+                    continue
+                v = edits[s.key][0] / 1000.0
+                n = edits[s.key][1]
+            p[f"{s.key}.vertex_positions"] = mi.Float((v @ T[:3, :3].T + T[:3, 3]).ravel().astype(np.float32))
+            if n is not None:
+                p[f"{s.key}.vertex_normals"] = mi.Float((n @ T[:3, :3].T).ravel().astype(np.float32))
+        if update:
+            p.update()
+
+    def apply_anomalies(self, anomalies: list) -> None:
+        """Geometry edits and water stains of one sample (after ``update``)."""
+        self.set_geometry(geometry_edits(anomalies, self.structure.slots, self.models_mm, self.normals), update=False)
+        for a in anomalies:
+            if a.stain is None:
+                continue
+            for s in self.structure.base_slots:
+                if s.instance == a.instance and s.key in self.stains:
+                    T = self.poses[s.instance]
+                    w2m = invert_pose(T)
+                    w2m_mm = np.diag([1000.0, 1000.0, 1000.0, 1.0]) @ w2m  # world m -> model mm
+                    self.stains[s.key][2].set(a.stain, w2m_mm)
+                    noise_v = perlin(self.models_mm[s.key][0], a.stain.frequency_per_mm, a.stain.noise_offset)
+                    self.params[f"{s.key}.{NOISE_ATTRIBUTE}"] = self.mi.Float(noise_v.astype(np.float32))
+        self.params.update()
 
     def render_stokes(self, seed: int) -> np.ndarray:
         """(H, W, 15) float32: R, G, B, then S0..S3 (each R, G, B) from the ``stokes`` integrator."""

@@ -135,6 +135,7 @@ def assign_splits(normal: list[str], anomalous: list[str], seed: int, train_rati
     if not 0 <= val_fraction < 1:
         raise DatasetError(f"val fraction must be in [0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
+    normal, anomalous = sorted(normal), sorted(anomalous)
     normal = [normal[i] for i in rng.permutation(len(normal))] if normal else []
     anomalous = [anomalous[i] for i in rng.permutation(len(anomalous))] if anomalous else []
     n_train = int(round(train_ratio * len(normal)))

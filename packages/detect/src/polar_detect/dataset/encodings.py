@@ -1,6 +1,7 @@
 """Modalities of a dataset and their on-disk encodings (loss-free) and normalisations.
 
-Every modality file in a dataset is a float32 TIFF ``(H, W, C)`` (channels last, zlib),
+Every modality file in a dataset is a float32 TIFF ``(H, W, C)`` (channels last, zlib;
+``(H, W)`` when C = 1),
 holding the physical values below. Normalisation is *not* baked into the files: the
 manifest states it per modality as ``x_norm = (x - offset) / scale`` and the loader
 (``polar_detect.data.PolarDataset``) applies it.

@@ -149,8 +149,6 @@ def export_mvtec(data: str | Path, out: str | Path, modalities=None, category: s
 def import_mvtec(src: str | Path, out: str | Path, seed: int = 0, val_fraction: float = 0.0,
                  name: str | None = None, overwrite: bool = False, progress: bool = True) -> tuple[dict, str]:
     """Import one MVTec AD category directory; returns (manifest, summary line)."""
-    from tqdm import tqdm
-
     src = Path(src)
     for sub in ("train/good", "test"):
         if not (src / sub).is_dir():

@@ -20,9 +20,11 @@ lattice of pitch 2; the zero-filled lattice is convolved with the tent kernel
 [1, 2, 1]^T [1, 2, 1] / 4 and divided by the same convolution of the lattice's indicator,
 so samples are kept exactly, in-between pixels are the mean of their 2 or 4 lattice
 neighbours, and the border (where neighbours are missing) averages those present instead of
-darkening. Exact for images linear in x, y away from the last row/column; the error of a
-smooth image is about (h^2 / 2) |f''| with h = 1 px (tests: < 0.5 % of the range for
-sinusoids of period >= 32 px). Each angle is interpolated at its own 1-px offset
+darkening. Exact for images linear in x, y away from the 1-px border; for a smooth image
+the interior error is at most 0.5 * (max|f_xx| + max|f_yy|) (second differences in px),
+i.e. about 2 pi^2 A / P^2 for a sinusoid of amplitude A and period P px (< 1 % of the
+range for P >= 48 px; tests check both). On the last row/column, where one neighbour is
+missing, the value is the nearest sample's: off by at most one pixel step in x plus one in y. Each angle is interpolated at its own 1-px offset
 (instantaneous field of view error): fine detail near edges shows false polarization,
 as with every per-channel DoFP interpolation.
 

@@ -46,7 +46,14 @@ def write_png16(path: Path, arr: np.ndarray) -> None:
 
 
 def write_tiff(path: Path, arr: np.ndarray) -> None:
-    tifffile.imwrite(path, as_hwc(arr), photometric="minisblack", planarconfig="contig",
+    """float32 TIFF, zlib level 1 (lossless); one channel is stored (H, W) (a TIFF cannot tell
+    (H, W, 1) from (H, W); readers add the channel axis back)."""
+    arr = as_hwc(arr)
+    if arr.shape[-1] == 1:
+        arr, planar = arr[..., 0], None
+    else:
+        planar = "contig"
+    tifffile.imwrite(path, np.ascontiguousarray(arr), photometric="minisblack", planarconfig=planar,
                      compression="zlib", compressionargs={"level": 1})
 
 

@@ -17,6 +17,7 @@ bundled with scikit-image plus procedurally generated textures; nothing is downl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,13 @@ def _to_rgb(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a[..., :3])
 
 
+@lru_cache(maxsize=1)
+def _skimage_textures() -> tuple[np.ndarray, ...]:
+    """The bundled scikit-image images (read once per process, then shared)."""
+    import skimage.data
+    return tuple(_to_rgb(getattr(skimage.data, n)()) for n in SKIMAGE_TEXTURES)
+
+
 class TextureBank:
     """Anomaly-source images: a folder of images, or the offline default.
 
@@ -136,9 +144,8 @@ class TextureBank:
                 raise FileNotFoundError(f"no images in texture folder {folder}")
             self.files = files                      # loaded lazily (DTD has 5640 images)
         else:
-            import skimage.data
             self.files = []
-            self.images = [_to_rgb(getattr(skimage.data, n)()) for n in SKIMAGE_TEXTURES]
+            self.images = list(_skimage_textures())
         self.procedural = PROCEDURAL if (procedural if procedural is not None
                                          else folder is None) else ()
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 DEFAULT_BINS = 1 << 16
-DEFAULT_MAX_EXACT = 1 << 23
+DEFAULT_MAX_EXACT = 1 << 22
 
 
 def to_numpy(x, dtype=None) -> np.ndarray:
@@ -45,6 +45,16 @@ def to_numpy(x, dtype=None) -> np.ndarray:
 def check_finite(scores: np.ndarray, what: str = "scores") -> None:
     if scores.size and not np.isfinite(scores).all():
         raise ValueError(f"{what} contain NaN or infinite values")
+
+
+def _compact(w: np.ndarray) -> np.ndarray:
+    """A weight array in the smallest faithful dtype (0/1 weights as bool)."""
+    if w.dtype == bool:
+        return np.array(w)
+    if w.strides == (0,) or w.size == 1:  # a broadcast scalar
+        v = float(w.flat[0]) if w.size else 0.0
+        return np.full(w.shape, bool(v)) if v in (0.0, 1.0) else np.full(w.shape, v)
+    return np.array(w, dtype=np.float64)
 
 
 class ScoreAccumulator:
@@ -73,6 +83,7 @@ class ScoreAccumulator:
         self._lo = np.inf
         self._hi = -np.inf
         self.pos_hist = self.neg_hist = None
+        self._sweep = None
         if self.mode == "hist":
             self._init_hist(*self.value_range)
 
@@ -105,13 +116,14 @@ class ScoreAccumulator:
         q = np.broadcast_to(to_numpy(neg).ravel(), s.shape)
         if s.size == 0:
             return
+        self._sweep = None
         self._n += s.size
         self._lo = min(self._lo, float(s.min()))
         self._hi = max(self._hi, float(s.max()))
         if self.mode == "exact":
             self._scores.append(s.copy())
-            self._pos.append(np.array(p))
-            self._neg.append(np.array(q))
+            self._pos.append(_compact(p))
+            self._neg.append(_compact(q))
             if self.requested_mode == "auto" and self._n > self.max_exact:
                 self._to_hist()
         else:
@@ -136,30 +148,35 @@ class ScoreAccumulator:
 
         Thresholds descend; entry k holds the sums over pixels with ``score >= thresholds[k]``
         (hist: ``bin >= k``).  ``step_*`` are the increments of each step (ties / one bin);
-        empty bins are dropped.
+        empty bins are dropped.  Cached until the next update.
         """
+        if self._sweep is None:
+            self._sweep = self._compute_sweep()
+        thr, cp, cq = self._sweep
+        dp = np.diff(np.r_[0.0, cp])
+        dq = np.diff(np.r_[0.0, cq])
+        return thr, cp, cq, dp, dq
+
+    def _compute_sweep(self):
         if self.mode == "exact":
             if not self._scores:
                 z = np.zeros(0)
-                return z, z, z, z, z
+                return z, z, z
             s = np.concatenate(self._scores)
-            p = np.concatenate(self._pos).astype(np.float64)
-            q = np.concatenate(self._neg).astype(np.float64)
-            order = np.argsort(s, kind="stable")[::-1]
-            s, p, q = s[order], p[order], q[order]
-            last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # end of each tie group
-            cp = np.cumsum(p)[last]
-            cq = np.cumsum(q)[last]
+            order = np.argsort(s)[::-1]
+            s = s[order]
+            last = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]  # end of each tie group
             thr = s[last].astype(np.float64)
+            del s
+            cp = np.cumsum(np.concatenate(self._pos)[order], dtype=np.float64)[last]
+            cq = np.cumsum(np.concatenate(self._neg)[order], dtype=np.float64)[last]
         else:
             keep = (self.pos_hist != 0) | (self.neg_hist != 0)
             edges = self.bin_edges()
             thr = edges[keep][::-1]
             cp = np.cumsum(self.pos_hist[keep][::-1])
             cq = np.cumsum(self.neg_hist[keep][::-1])
-        dp = np.diff(np.r_[0.0, cp])
-        dq = np.diff(np.r_[0.0, cq])
-        return thr, cp, cq, dp, dq
+        return thr, cp, cq
 
     def state_dict(self) -> dict:
         return {"mode": self.mode, "bins": self.bins if self.mode == "hist" else None,

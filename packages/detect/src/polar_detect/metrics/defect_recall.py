@@ -99,9 +99,12 @@ class DefectWiseRecall:
             curve[name] = [d / c["n_instances"] for d in c["_det"]]
 
         def mean_over(kind, values):
+            """Mean over the classes of one kind (a number, or a list for curves); None if none."""
             v = [values[n] for n in per_class if per_class[n]["kind"] == kind]
-            return float(np.mean(v, axis=0)) if v and np.ndim(v[0]) == 0 else (
-                [float(x) for x in np.mean(v, axis=0)] if v else None)
+            if not v:
+                return None
+            m = np.mean(np.asarray(v, np.float64), axis=0)
+            return float(m) if m.ndim == 0 else [float(x) for x in m]
 
         recalls = {n: per_class[n]["recall"] for n in per_class}
         return {"min_coverage": self.min_coverage, "per_class": per_class,

@@ -26,7 +26,8 @@ from ..coreset import SequentialCoreset, greedy_kcenter, meld, pairwise_dist
 from ..features import FeatureConfig, FeatureExtractor
 
 FORMAT = "polar_detect.patchcore/1"
-DIST_BUDGET = 1 << 22      # max distances held at once while scoring / updating (16 MiB fp32)
+DIST_BUDGET = 1 << 22        # max distances held at once while scoring (16 MiB fp32)
+TRAIN_DIST_BUDGET = 1 << 20  # ... while updating the sequential coreset (4 MiB fp32)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -262,7 +263,7 @@ class SequentialPatchCore(_PatchCoreBase):
         return {"coreset_size": self.coreset_size, "chunk_size": self.chunk_size}
 
     def _new_coreset(self):
-        chunk = max(1, min(self.chunk_size, DIST_BUDGET // self.coreset_size))
+        chunk = max(1, min(self.chunk_size, TRAIN_DIST_BUDGET // self.coreset_size))
         return SequentialCoreset(self.coreset_size, self.extractor.dim, chunk, self.device)
 
     def fit(self, data: Sequence, epochs: int = 1, early_stop: bool = True,
@@ -301,7 +302,7 @@ class SequentialPatchCore(_PatchCoreBase):
         if self.memory is None:
             raise RuntimeError("finetune needs a trained model")
         self.coreset = SequentialCoreset.from_points(self.memory.to(self.device), self.coreset_size,
-                                                     chunk_size=max(1, min(self.chunk_size, DIST_BUDGET // self.coreset_size)))
+                                                     chunk_size=max(1, min(self.chunk_size, TRAIN_DIST_BUDGET // self.coreset_size)))
         return self.fit(data, epochs, **kw)
 
     @classmethod

@@ -1,0 +1,341 @@
+"""Surface anomalies: sampling per sample, geometry edits, and pixel-exact instance masks.
+
+Classes (scene file ``anomalies.classes``; each with ``weight``, ``parts`` and ranges):
+
+==============  ==========  ===========================================================
+``water_stain`` impurity    Algorithm 1 (``stain.py``) on every listed part of an object
+                            instance; one mask instance per stain centre that is visible.
+``dent``        defect      smooth displacement into the surface: depth * (1 - (d/R)^2)^2
+``bump``        defect      the same outwards. Direction = the surface normal at the centre
+                            (all vertices move along it, so split crease vertices stay
+                            welded); normals of moved vertices are recomputed.
+``missing``     defect      a part is removed (its triangles collapse to a point).
+``extra``       defect      a second copy of a part, turned 180 degrees about the object's
+                            model z axis (e.g. a second USB plug at the other end).
+``swapped``     defect      two parts of one object exchange their sampled materials.
+==============  ==========  ===========================================================
+
+Mask rule (``anomaly_mask``, uint16 instance ids, 0 = none): pixels where the image of the
+anomalous sample differs from its clean twin *because of* that instance.
+* Geometric (dent, bump, missing, extra): an extra exact AOV pass on the clean geometry;
+  a pixel belongs to the instance when its visible surface differs (other shape, depth by
+  more than 1 um, or normal by more than 0.1 deg) and the clean or anomalous surface point
+  lies in the instance's region (dent/bump: within R of the centre; missing: the clean
+  twin sees the removed part; extra: the added part is seen). Shadows and reflections
+  that move are not included.
+* swapped: the visible pixels of both parts.
+* water_stain: visible surface points inside r' of a centre (same function as the render).
+Pixels claimed by several instances keep the first in the order listed above.
+Sampling: stream 3 of ``(seed, i)``; a sample is anomalous with ``probability``; it then
+gets ``count`` distinct classes drawn by weight.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .randomize import rng_for
+from .config import check_range
+from .stain import StainParams, jittered_centres
+
+STREAM_ANOMALY = 3
+CLASSES = {"water_stain": "impurity", "dent": "defect", "bump": "defect",
+           "missing": "defect", "extra": "defect", "swapped": "defect"}
+MASK_ORDER = ("missing", "extra", "dent", "bump", "swapped", "water_stain")
+GEOMETRIC = {"dent", "bump", "missing", "extra"}
+CLASS_KEYS = {
+    "water_stain": {"weight", "parts", "radius_mm", "cell_mm", "frequency_per_mm", "amplitude_mm", "gamma",
+                    "alpha", "roughness_scale"},
+    "dent": {"weight", "parts", "radius_mm", "depth_mm"},
+    "bump": {"weight", "parts", "radius_mm", "depth_mm"},
+    "missing": {"weight", "parts"},
+    "extra": {"weight", "parts"},
+    "swapped": {"weight", "pairs"},
+}
+
+
+def validate(spec: dict, part_names: set[str], where: str) -> dict:
+    """Check an ``anomalies`` section; raise ValueError naming the key."""
+    from .config import SceneConfigError
+
+    if not spec:
+        return {}
+    unknown = set(spec) - {"probability", "count", "classes"}
+    if unknown:
+        raise SceneConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+    check_range(spec.get("probability", 0.5), f"{where}.probability", 0.0, 1.0)
+    check_range(spec.get("count", 1), f"{where}.count", 1, len(CLASSES))
+    for name, c in (spec.get("classes") or {}).items():
+        w = f"{where}.classes.{name}"
+        if name not in CLASSES:
+            raise SceneConfigError(f"{w}: unknown class; known: {sorted(CLASSES)}")
+        extra = set(c) - CLASS_KEYS[name]
+        if extra:
+            raise SceneConfigError(f"{w}: unknown key(s) {sorted(extra)}; allowed: {sorted(CLASS_KEYS[name])}")
+        for p in c.get("parts", []) + [x for pair in c.get("pairs", []) for x in pair]:
+            if p not in part_names:
+                raise SceneConfigError(f"{w}: unknown part {p!r}; parts: {sorted(part_names)}")
+        if name == "water_stain":
+            r = check_range(c["radius_mm"], f"{w}.radius_mm", 0.0)
+            g = check_range(c["cell_mm"], f"{w}.cell_mm", 0.0)
+            a = check_range(c.get("amplitude_mm", 0.0), f"{w}.amplitude_mm", 0.0)
+            if r[1] + a[1] >= g[0] / 2:
+                raise SceneConfigError(f"{w}: radius_mm + amplitude_mm must stay below cell_mm / 2 "
+                                       "(the 8-cell nearest-centre search is exact only then)")
+            for k in ("frequency_per_mm", "gamma", "roughness_scale"):
+                check_range(c.get(k, 1.0), f"{w}.{k}", 0.0)
+            check_range(c.get("alpha", -0.2), f"{w}.alpha", -1.0, 1.0)
+        if name in ("dent", "bump"):
+            check_range(c["radius_mm"], f"{w}.radius_mm", 0.0)
+            check_range(c["depth_mm"], f"{w}.depth_mm", 0.0)
+    return spec
+
+
+def stain_parts(spec: dict) -> set[str]:
+    return set(((spec or {}).get("classes") or {}).get("water_stain", {}).get("parts", []))
+
+
+def extra_parts(spec: dict) -> list[str]:
+    return list(((spec or {}).get("classes") or {}).get("extra", {}).get("parts", []))
+
+
+@dataclass
+class Anomaly:
+    cls: str
+    instance: int                    # object instance (1-based) it applies to
+    params: dict = field(default_factory=dict)
+    stain: StainParams | None = None
+
+    @property
+    def kind(self) -> str:
+        return CLASSES[self.cls]
+
+    def to_meta(self) -> dict:
+        d = {"class": self.cls, "kind": self.kind, "instance": self.instance, **self.params}
+        if self.stain is not None:
+            d.update(self.stain.to_meta())
+        return d
+
+
+def _u(rng, v, where):
+    a, b = check_range(v, where)
+    return float(rng.uniform(a, b))
+
+
+def sample_anomalies(spec: dict, seed: int, index: int, slots, models_mm: dict) -> list[Anomaly]:
+    """Anomalies of sample ``index``. ``slots``: scene.PartSlot list (extra slots included);
+    ``models_mm``: slot key -> (vertices mm, faces) in the model frame (clean)."""
+    if not spec or not spec.get("classes"):
+        return []
+    rng = rng_for(seed, index, STREAM_ANOMALY)
+    if rng.uniform() >= float(spec.get("probability", 0.5)):
+        return []
+    lo, hi = check_range(spec.get("count", 1), "anomalies.count")
+    names = sorted(spec["classes"])
+    weights = np.array([float(spec["classes"][n].get("weight", 1.0)) for n in names])
+    n = min(int(rng.integers(int(lo), int(hi) + 1)), len(names))
+    chosen = rng.choice(len(names), size=n, replace=False, p=weights / weights.sum())
+    base_slots = [s for s in slots if not s.key.startswith("x")]
+    out = []
+    for k in sorted(chosen):
+        name = names[k]
+        c = spec["classes"][name]
+        where = f"anomalies.classes.{name}"
+        if name == "swapped":
+            pair = c["pairs"][int(rng.integers(len(c["pairs"])))]
+            cands = sorted({s.instance for s in base_slots if s.part in pair})
+            inst = int(rng.choice(cands))
+            out.append(Anomaly(name, inst, {"parts": list(pair)}))
+            continue
+        cands = [s for s in base_slots if s.part in c["parts"]]
+        if not cands:
+            continue
+        target = cands[int(rng.integers(len(cands)))]
+        if name == "water_stain":
+            inst_slots = [s for s in base_slots if s.instance == target.instance and s.part in c["parts"]]
+            allv = np.concatenate([models_mm[s.key][0] for s in inst_slots])
+            cell = _u(rng, c["cell_mm"], f"{where}.cell_mm")
+            origin, dims, centres = jittered_centres(allv.min(0), allv.max(0), cell, rng)
+            sp = StainParams(radius_mm=_u(rng, c["radius_mm"], f"{where}.radius_mm"), cell_mm=cell,
+                             frequency_per_mm=_u(rng, c.get("frequency_per_mm", 0.5), where),
+                             amplitude_mm=_u(rng, c.get("amplitude_mm", 0.0), where),
+                             gamma=_u(rng, c.get("gamma", 2.0), where), alpha=_u(rng, c.get("alpha", -0.2), where),
+                             roughness_scale=_u(rng, c.get("roughness_scale", 1.0), where),
+                             noise_offset=tuple(float(x) for x in rng.uniform(0, 200, 3)),
+                             grid_origin_mm=origin, grid_dims=dims, centres_mm=centres)
+            out.append(Anomaly(name, target.instance, {"parts": [s.part for s in inst_slots]}, stain=sp))
+        elif name in ("dent", "bump"):
+            v, f = models_mm[target.key]
+            tri = v[f]
+            area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+            fi = int(rng.choice(len(f), p=area / area.sum()))
+            b = rng.dirichlet([1.0, 1.0, 1.0])
+            centre = b @ tri[fi]
+            nrm = np.cross(tri[fi, 1] - tri[fi, 0], tri[fi, 2] - tri[fi, 0])
+            nrm /= np.linalg.norm(nrm)
+            depth = _u(rng, c["depth_mm"], f"{where}.depth_mm") * (-1.0 if name == "dent" else 1.0)
+            out.append(Anomaly(name, target.instance, {
+                "part": target.part, "centre_mm": centre.tolist(), "normal": nrm.tolist(),
+                "radius_mm": _u(rng, c["radius_mm"], f"{where}.radius_mm"), "height_mm": depth}))
+        elif name == "missing":
+            out.append(Anomaly(name, target.instance, {"part": target.part}))
+        elif name == "extra":
+            out.append(Anomaly(name, target.instance, {"part": target.part}))
+    return out
+
+
+def displacement(v_mm: np.ndarray, a: Anomaly) -> np.ndarray:
+    """Displacement (mm) of model-frame vertices for a dent/bump; exactly 0 beyond R."""
+    c, n = np.asarray(a.params["centre_mm"]), np.asarray(a.params["normal"])
+    r = np.linalg.norm(v_mm - c, axis=1) / a.params["radius_mm"]
+    w = np.where(r < 1.0, (1.0 - r**2) ** 2, 0.0)
+    return (w * a.params["height_mm"])[:, None] * n[None, :]
+
+
+def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals over each vertex's own faces (split creases preserved)."""
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    vn = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(vn, f[:, k], fn)
+    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-20)
+
+
+EXTRA_ROTATION = np.diag([-1.0, -1.0, 1.0])  # 180 degrees about the model z axis
+
+
+def geometry_edits(anomalies: list[Anomaly], slots, models_mm: dict, normals: dict) -> dict:
+    """slot key -> (vertices mm, normals or None) for slots whose geometry differs from
+    clean, or None to hide a slot. Extra slots are hidden unless an ``extra`` anomaly uses them."""
+    edits: dict = {}
+    active_extra = {(a.instance, a.params["part"]) for a in anomalies if a.cls == "extra"}
+    for s in slots:
+        if s.key.startswith("x") and (s.instance, s.part) not in active_extra:
+            edits[s.key] = None
+    for a in anomalies:
+        if a.cls == "missing":
+            for s in slots:
+                if s.instance == a.instance and s.part == a.params["part"] and not s.key.startswith("x"):
+                    edits[s.key] = None
+        elif a.cls in ("dent", "bump"):
+            for s in slots:
+                if s.instance != a.instance or s.key.startswith("x") or edits.get(s.key, 0) is None:
+                    continue
+                v0, f = models_mm[s.key]
+                v = edits[s.key][0] if s.key in edits else v0
+                d = displacement(v0, a)
+                moved = np.any(d != 0, axis=1)
+                if not moved.any():
+                    continue
+                v = v + d
+                n = (edits[s.key][1] if s.key in edits else normals[s.key])
+                n = n.copy() if n is not None else None
+                if n is not None:
+                    touched = np.zeros(len(v), bool)
+                    touched[f[np.any(moved[f], axis=1)].ravel()] = True
+                    n[touched] = vertex_normals(v, f)[touched]
+                edits[s.key] = (v, n)
+    return edits
+
+
+def swap_materials(appearance: dict, anomalies: list[Anomaly]) -> dict:
+    """Appearance with the materials of swapped part pairs exchanged (copy)."""
+    swaps = [a for a in anomalies if a.cls == "swapped"]
+    if not swaps:
+        return appearance
+    parts = [dict(p) for p in appearance["parts"]]
+    for a in swaps:
+        p0, p1 = a.params["parts"]
+        i0 = next(k for k, p in enumerate(parts) if p["instance"] == a.instance and p["part"] == p0)
+        i1 = next(k for k, p in enumerate(parts) if p["instance"] == a.instance and p["part"] == p1)
+        keep = ("instance", "obj_id", "part")
+        a0 = {k: v for k, v in parts[i0].items() if k not in keep}
+        a1 = {k: v for k, v in parts[i1].items() if k not in keep}
+        parts[i0] = {**{k: parts[i0][k] for k in keep}, **a1}
+        parts[i1] = {**{k: parts[i1][k] for k in keep}, **a0}
+    return {**appearance, "parts": parts}
+
+
+@dataclass
+class AovView:
+    """Per-pixel exact geometry of one AOV pass: slot index (-1 = none), world position (m),
+    unit normal, z-depth (m)."""
+    slot: np.ndarray
+    pos: np.ndarray
+    nrm: np.ndarray
+    depth: np.ndarray
+
+
+DEPTH_EPS_M = 1e-6                    # 1 um
+NORMAL_EPS_COS = np.cos(np.radians(0.1))
+
+
+def _model_points(view: AovView, sel: np.ndarray, T_m2w: np.ndarray) -> np.ndarray:
+    """Model-frame points (mm) of the selected pixels."""
+    w2m = np.linalg.inv(T_m2w)
+    p = view.pos[sel].astype(np.float64)
+    return (p @ w2m[:3, :3].T + w2m[:3, 3]) * 1000.0
+
+
+def instance_masks(anomalies: list[Anomaly], slots, anom: AovView, clean: AovView | None,
+                   poses: dict) -> tuple[np.ndarray, list[dict]]:
+    """``anomaly_mask`` (uint16) and the table of visible instances (see module docstring)."""
+    h, w = anom.slot.shape
+    mask = np.zeros((h, w), np.uint16)
+    table: list[dict] = []
+    if clean is not None:
+        differs = ((anom.slot != clean.slot) | (np.abs(anom.depth - clean.depth) > DEPTH_EPS_M)
+                   | (np.sum(anom.nrm * clean.nrm, axis=-1) < NORMAL_EPS_COS))
+    else:
+        differs = np.zeros((h, w), bool)
+
+    def slot_ids(pred) -> list[int]:
+        return [k for k, s in enumerate(slots) if pred(s)]
+
+    def add(a: Anomaly, pix: np.ndarray, extra: dict | None = None) -> None:
+        pix = pix & (mask == 0)
+        if not pix.any():
+            return
+        k = len(table) + 1
+        mask[pix] = k
+        ys, xs = np.nonzero(pix)
+        table.append({"id": k, "class": a.cls, "kind": a.kind, "area_px": int(pix.sum()),
+                      "bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
+                      "instance": a.instance, **(extra or {})})
+
+    order = sorted(anomalies, key=lambda a: MASK_ORDER.index(a.cls))
+    for a in order:
+        if a.cls == "missing":
+            ids = slot_ids(lambda s: s.instance == a.instance and s.part == a.params["part"] and not s.is_extra)
+            add(a, differs & np.isin(clean.slot, ids))
+        elif a.cls == "extra":
+            ids = slot_ids(lambda s: s.instance == a.instance and s.part == a.params["part"] and s.is_extra)
+            add(a, differs & np.isin(anom.slot, ids))
+        elif a.cls in ("dent", "bump"):
+            ids = slot_ids(lambda s: s.instance == a.instance and not s.is_extra)
+            region = np.zeros((h, w), bool)
+            for view in (anom, clean):
+                sel = np.isin(view.slot, ids)
+                pts = _model_points(view, sel, poses[a.instance])
+                near = np.linalg.norm(pts - np.asarray(a.params["centre_mm"]), axis=1) <= a.params["radius_mm"] * 1.01
+                region[np.nonzero(sel)[0][near], np.nonzero(sel)[1][near]] = True
+            add(a, differs & region, {"part": a.params["part"]})
+        elif a.cls == "swapped":
+            ids = slot_ids(lambda s: s.instance == a.instance and s.part in a.params["parts"] and not s.is_extra)
+            add(a, np.isin(anom.slot, ids), {"parts": a.params["parts"]})
+        elif a.cls == "water_stain":
+            from .stain import evaluate
+
+            ids = slot_ids(lambda s: s.instance == a.instance and s.part in a.params["parts"] and not s.is_extra)
+            sel = np.isin(anom.slot, ids)
+            if not sel.any():
+                continue
+            inside, _, centre, _ = evaluate(_model_points(anom, sel, poses[a.instance]), a.stain)
+            ys, xs = np.nonzero(sel)
+            for c in np.unique(centre[inside]):
+                pix = np.zeros((h, w), bool)
+                m = inside & (centre == c)
+                pix[ys[m], xs[m]] = True
+                add(a, pix, {"centre_mm": a.stain.centres_mm[c].tolist()})
+    return mask, table
