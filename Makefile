@@ -9,16 +9,44 @@ SPP     ?=
 RES     ?=
 LAYOUT  ?=
 VARIANT ?=
+CLEAN   ?=
 PYTEST_ARGS ?=
+# dataset / train / eval
+DATA       ?= out/$(SCENE)_data
+RENDERS    ?= $(OUT)
+MODALITIES ?= intensity,aolp,dolp,normals
+TRAIN_RATIO ?= 0.8
+MODEL      ?= draem
+INPUTS     ?= intensity
+MODALITY   ?= intensity
+PRESET     ?= small
+EPOCHS     ?=
+SIZE       ?= 128
+RUN        ?= out/runs/$(notdir $(DATA))_$(MODEL)
+PRED       ?= $(RUN)/pred
+EVAL_OUT   ?= $(RUN)/eval
 
 RENDER_ARGS := --scene $(SCENE) --seed $(SEED) --out $(OUT) \
 	$(if $(N),--n $(N)) $(if $(SPP),--spp $(SPP)) $(if $(RES),--res $(RES)) \
-	$(if $(LAYOUT),--layout $(LAYOUT)) $(if $(VARIANT),--variant $(VARIANT))
+	$(if $(LAYOUT),--layout $(LAYOUT)) $(if $(VARIANT),--variant $(VARIANT)) $(if $(CLEAN),--clean)
 
-.PHONY: help setup render test bench clean
+ifeq ($(MODEL),draem)
+TRAIN_CMD   = $(PY) -m polar_detect.draem train --data $(DATA) --inputs $(INPUTS) --out $(RUN) --preset $(PRESET) --size $(SIZE) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS))
+PREDICT_CMD = $(PY) -m polar_detect.draem predict --model $(RUN) --data $(DATA)
+else
+PC_METHOD   = $(if $(filter seq_patchcore,$(MODEL)),sequential,original)
+TRAIN_CMD   = $(PY) -m polar_detect.patchcore train --data $(DATA) --modality $(MODALITY) --method $(PC_METHOD) --size $(SIZE) --seed $(SEED) --out $(RUN)/model.safetensors $(if $(EPOCHS),--epochs $(EPOCHS))
+PREDICT_CMD = $(PY) -m polar_detect.patchcore predict --model $(RUN)/model.safetensors --data $(DATA)
+endif
+
+.PHONY: help setup render dataset train predict eval all test bench clean check-model
 
 help:
-	@echo "make render SCENE=usb_brick [N=8] [SEED=0] [OUT=out/<scene>] [SPP=16] [RES=640x480] [LAYOUT=<BOP dir>]"
+	@echo "make render SCENE=usb_brick [N=8] [SEED=0] [OUT=out/<scene>] [SPP=16] [RES=640x480] [LAYOUT=<BOP dir>] [CLEAN=1]"
+	@echo "make dataset SCENE=... [DATA=out/<scene>_data] [RENDERS='dir ...'] [MODALITIES=intensity,aolp,dolp,normals]"
+	@echo "make train MODEL=draem|seq_patchcore|patchcore DATA=... [INPUTS=R+phi] [MODALITY=intensity] [EPOCHS=..]"
+	@echo "make eval MODEL=... DATA=...   (predicts val + test, then metrics.json + report.html)"
+	@echo "make all SCENE=usb_brick       render -> dataset -> train -> eval, small defaults"
 	@echo "make test                 run the test suite"
 	@echo "make bench                render benchmark (usb_brick, 640x480, 16 spp)"
 	@echo "make setup                create .venv and install everything (run implicitly)"
@@ -29,11 +57,42 @@ setup:
 render: setup
 	$(PY) -m polar_render.cli render $(RENDER_ARGS)
 
+dataset: setup
+	$(PY) -m polar_detect.dataset build $(foreach r,$(RENDERS),--render $(r)) --out $(DATA) --modalities $(MODALITIES) --seed $(SEED) --train-ratio $(TRAIN_RATIO) --overwrite
+
+check-model:
+	@case "$(MODEL)" in draem|seq_patchcore|patchcore) ;; *) echo "MODEL must be draem, seq_patchcore or patchcore (got '$(MODEL)')" >&2; exit 2;; esac
+
+train: setup check-model
+	$(TRAIN_CMD)
+
+predict: setup check-model
+	$(PREDICT_CMD) --split val --out $(PRED)_val
+	$(PREDICT_CMD) --split test --out $(PRED)
+
+eval: predict
+	$(PY) -m polar_detect.evaluate --pred $(PRED) --val-pred $(PRED)_val --data $(DATA) --out $(EVAL_OUT)
+
+# Small end-to-end default that finishes on a 2-core CPU in minutes.
+all: N ?= 24
+all: SPP ?= 8
+all: RES ?= 320x240
+all: EPOCHS ?= 4
+all:
+	$(MAKE) render SCENE=$(SCENE) N=$(N) SPP=$(SPP) RES=$(RES) OUT=$(OUT) SEED=$(SEED)
+	$(MAKE) dataset SCENE=$(SCENE) OUT=$(OUT) DATA=$(DATA) SEED=$(SEED)
+	$(MAKE) train SCENE=$(SCENE) DATA=$(DATA) MODEL=$(MODEL) EPOCHS=$(EPOCHS) SEED=$(SEED)
+	$(MAKE) eval SCENE=$(SCENE) DATA=$(DATA) MODEL=$(MODEL)
+	@echo "report: $(EVAL_OUT)/report.html"
+
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m polar_render.bench
+	$(PY) -m polar_render.bench_anomalies
+	$(PY) -m polar_detect.draem.bench
+	$(PY) -m polar_detect.patchcore.bench
 
 clean:
 	rm -rf out .pytest_cache

@@ -13,6 +13,16 @@ from polar_detect.draem.train import CHECKPOINT, FINAL, load_model, preset, trai
 MIN_AUROC = 0.8
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the CI box has 2 shared cores and oversubscribed OpenMP
+    threads slow training by >10x; also keeps float reductions in a fixed order."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def auroc(labels, scores) -> float:
     """Mann-Whitney rank formula (ties averaged)."""
     labels, scores = np.asarray(labels), np.asarray(scores, float)
@@ -41,7 +51,6 @@ def test_shapes(shape):
 
 
 def test_tiny_model_separates_obvious_anomalies(tmp_path, capsys):
-    torch.set_num_threads(2)
     train_set = SyntheticDataset(32, 64, 3, anomalous=0.0, seed=1)
     test_set = SyntheticDataset(32, 64, 3, anomalous=0.5, seed=2)
     cfg = preset("small", recon_width=8, disc_width=8, epochs=30, batch_size=8, lr=1e-3)

@@ -111,15 +111,17 @@ def test_training_peak_memory_flat_in_number_of_images():
     base = {"size": 128, "test": 0, "coreset_size": 256, "ratio": 0.01, "epochs": 1,
             "batch": 2, "seed": 0, "threads": 1}
     from concurrent.futures import ThreadPoolExecutor
-    keys = [(m, n) for m in ("sequential", "original") for n in (12, 60)]
+    keys = [(m, n) for m in ("sequential", "original") for n in (12, 96)]
     with ThreadPoolExecutor(len(keys)) as ex:     # separate processes: measurements independent
         res = ex.map(lambda k: run_child({**base, "method": k[0], "n": k[1]})["peak_mib"], keys)
     r = dict(zip(keys, res))
-    seq_growth = r[("sequential", 60)] - r[("sequential", 12)]
-    orig_growth = r[("original", 60)] - r[("original", 12)]
-    assert orig_growth > 8, r                   # 48 more images x 256 patches x 152 x 4 B x ~2
-    assert seq_growth < 2.5, r
-    assert seq_growth < 0.25 * orig_growth, r
+    seq_growth = r[("sequential", 96)] - r[("sequential", 12)]
+    orig_growth = r[("original", 96)] - r[("original", 12)]
+    # 84 more images x 256 patches x 152 floats = 13 MiB of features, held ~2x (list + cat)
+    assert orig_growth > 20, r
+    # RSS noise of a few MiB (heap fragmentation) is tolerated; holding features is not
+    assert seq_growth < 0.2 * orig_growth, r
+    assert r[("sequential", 96)] < 0.5 * r[("original", 96)], r
 
 
 def test_cli_train_predict_contract(tmp_path, monkeypatch, extractors):

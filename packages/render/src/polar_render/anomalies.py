@@ -20,12 +20,16 @@ anomalous sample differs from its clean twin *because of* that instance.
 * Geometric (dent, bump, missing, extra): an extra exact AOV pass on the clean geometry;
   a pixel belongs to the instance when its visible surface differs (other shape, depth by
   more than 1 um, or normal by more than 0.1 deg) and the clean or anomalous surface point
-  lies in the instance's region (dent/bump: within R of the centre; missing: the clean
+  lies in the instance's region (dent/bump: within R of the centre plus one mesh edge, as
+  the shading normals of the first vertex ring outside R are recomputed; missing: the clean
   twin sees the removed part; extra: the added part is seen). Shadows and reflections
   that move are not included.
 * swapped: the visible pixels of both parts.
 * water_stain: visible surface points inside r' of a centre (same function as the render).
-Pixels claimed by several instances keep the first in the order listed above.
+Pixels claimed by several instances keep the first in the order listed above. Masks are
+computed from ``mask_supersampling`` x ``mask_supersampling`` exact rays per pixel (default
+3) and pooled (``pool_mask``): a pixel is in the mask when the anomaly is seen by any of its
+rays, so the mask covers every pixel whose anti-aliased render it changes.
 Sampling: stream 3 of ``(seed, i)``; a sample is anomalous with ``probability``; it then
 gets ``count`` distinct classes drawn by weight.
 """
@@ -61,7 +65,7 @@ def validate(spec: dict, part_names: set[str], where: str) -> dict:
 
     if not spec:
         return {}
-    unknown = set(spec) - {"probability", "count", "classes"}
+    unknown = set(spec) - {"probability", "count", "classes", "mask_supersampling"}
     if unknown:
         raise SceneConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
     check_range(spec.get("probability", 0.5), f"{where}.probability", 0.0, 1.0)
@@ -175,9 +179,11 @@ def sample_anomalies(spec: dict, seed: int, index: int, slots, models_mm: dict) 
             nrm = np.cross(tri[fi, 1] - tri[fi, 0], tri[fi, 2] - tri[fi, 0])
             nrm /= np.linalg.norm(nrm)
             depth = _u(rng, c["depth_mm"], f"{where}.depth_mm") * (-1.0 if name == "dent" else 1.0)
+            edge = float(np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=2).max())
             out.append(Anomaly(name, target.instance, {
                 "part": target.part, "centre_mm": centre.tolist(), "normal": nrm.tolist(),
-                "radius_mm": _u(rng, c["radius_mm"], f"{where}.radius_mm"), "height_mm": depth}))
+                "radius_mm": _u(rng, c["radius_mm"], f"{where}.radius_mm"), "height_mm": depth,
+                "ring_mm": edge}))
         elif name == "missing":
             out.append(Anomaly(name, target.instance, {"part": target.part}))
         elif name == "extra":
@@ -279,8 +285,12 @@ def _model_points(view: AovView, sel: np.ndarray, T_m2w: np.ndarray) -> np.ndarr
 
 
 def instance_masks(anomalies: list[Anomaly], slots, anom: AovView, clean: AovView | None,
-                   poses: dict) -> tuple[np.ndarray, list[dict]]:
-    """``anomaly_mask`` (uint16) and the table of visible instances (see module docstring)."""
+                   poses: dict, supersampling: int = 1) -> tuple[np.ndarray, list[dict]]:
+    """``anomaly_mask`` (uint16) and the table of visible instances (see module docstring).
+
+    The views may be rendered at ``supersampling`` x the image resolution (s x s exact
+    rays per pixel); the mask is then pooled with :func:`pool_mask`.
+    """
     h, w = anom.slot.shape
     mask = np.zeros((h, w), np.uint16)
     table: list[dict] = []
@@ -299,10 +309,7 @@ def instance_masks(anomalies: list[Anomaly], slots, anom: AovView, clean: AovVie
             return
         k = len(table) + 1
         mask[pix] = k
-        ys, xs = np.nonzero(pix)
-        table.append({"id": k, "class": a.cls, "kind": a.kind, "area_px": int(pix.sum()),
-                      "bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
-                      "instance": a.instance, **(extra or {})})
+        table.append({"id": k, "class": a.cls, "kind": a.kind, "instance": a.instance, **(extra or {})})
 
     order = sorted(anomalies, key=lambda a: MASK_ORDER.index(a.cls))
     for a in order:
@@ -318,7 +325,9 @@ def instance_masks(anomalies: list[Anomaly], slots, anom: AovView, clean: AovVie
             for view in (anom, clean):
                 sel = np.isin(view.slot, ids)
                 pts = _model_points(view, sel, poses[a.instance])
-                near = np.linalg.norm(pts - np.asarray(a.params["centre_mm"]), axis=1) <= a.params["radius_mm"] * 1.01
+                # R plus one edge: shading normals of the first vertex ring outside R change too
+                reach = a.params["radius_mm"] * 1.01 + a.params.get("ring_mm", 0.0)
+                near = np.linalg.norm(pts - np.asarray(a.params["centre_mm"]), axis=1) <= reach
                 region[np.nonzero(sel)[0][near], np.nonzero(sel)[1][near]] = True
             add(a, differs & region, {"part": a.params["part"]})
         elif a.cls == "swapped":
@@ -338,4 +347,34 @@ def instance_masks(anomalies: list[Anomaly], slots, anom: AovView, clean: AovVie
                 m = inside & (centre == c)
                 pix[ys[m], xs[m]] = True
                 add(a, pix, {"centre_mm": a.stain.centres_mm[c].tolist()})
-    return mask, table
+    return pool_mask(mask, table, supersampling)
+
+
+def pool_mask(mask_ss: np.ndarray, table: list[dict], s: int) -> tuple[np.ndarray, list[dict]]:
+    """Pool an s x s supersampled instance mask to pixels: a pixel belongs to the instance
+    covering most of its subsamples whenever any subsample is covered (the mask then holds
+    every pixel whose footprint the anomaly touches, like the anti-aliased render).
+    Adds area_px/bbox, drops instances left without pixels and renumbers ids 1..K."""
+    h, w = mask_ss.shape[0] // s, mask_ss.shape[1] // s
+    blocks = mask_ss[: h * s, : w * s].reshape(h, s, w, s).transpose(0, 2, 1, 3).reshape(h, w, s * s)
+    best = np.zeros((h, w), mask_ss.dtype)
+    best_n = np.zeros((h, w), np.int64)
+    for k in range(s * s):
+        v = blocks[..., k]
+        n = (blocks == v[..., None]).sum(-1)
+        better = (v != 0) & (n > best_n)
+        best = np.where(better, v, best)
+        best_n = np.where(better, n, best_n)
+    out = np.zeros((h, w), np.uint16)
+    final = []
+    for entry in table:
+        pix = best == entry["id"]
+        if not pix.any():
+            continue
+        k = len(final) + 1
+        out[pix] = k
+        ys, xs = np.nonzero(pix)
+        final.append({**entry, "id": k, "area_px": int(pix.sum()),
+                      "coverage_px": float((blocks == entry["id"]).sum() / (s * s)),
+                      "bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]})
+    return out, final

@@ -12,7 +12,7 @@ def _render(args) -> int:
     req = RenderRequest(scene=args.scene, out=Path(args.out or f"out/{Path(args.scene).stem}"),
                         n=args.n, seed=args.seed, spp=args.spp, res=parse_res(args.res),
                         layout=Path(args.layout) if args.layout else None, variant=args.variant,
-                        progress=not args.quiet)
+                        progress=not args.quiet, clean=args.clean, light_variant=args.light_variant)
     summary = run(req)
     print(summary.line())
     for i, why in sorted(summary.failed.items()):
@@ -33,6 +33,12 @@ def main(argv=None) -> int:
     r.add_argument("--layout", default=None, help="existing BOP dataset directory to render")
     r.add_argument("--variant", default=None, help="Mitsuba variant (default: auto)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--clean", action="store_true",
+                   help="render clean twins: the same samples (same seed) with their anomalies not applied")
+    r.add_argument("--clean", action="store_true",
+                   help="clean twins: the same samples (same seed) with their anomalies not applied; use another --out")
+    r.add_argument("--light-variant", default=None, choices=["none", "rot90", "scale2"],
+                   help="override the scene's lights.ring.variant (ring-lit scenes only)")
     r.set_defaults(func=_render)
     args = ap.parse_args(argv)
     from .bop import BopFormatError

@@ -40,6 +40,8 @@ class ObjectSpec:
 
 MATERIAL_KEYS = {"pplastic": {"type", "color", "alpha", "ior"},
                  "roughconductor": {"type", "conductor", "alpha"},
+                 # anisotropic GGX conductor: alpha_u along the mesh's dp/du (brushing), alpha_v across
+                 "brushed_conductor": {"type", "conductor", "alpha_u", "alpha_v"},
                  "diffuse": {"type", "color"}}
 MATERIAL_TYPES = set(MATERIAL_KEYS)
 _TOP_KEYS = {"name", "description", "objects", "default_material", "materials", "layout",
@@ -127,7 +129,10 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
     unknown = set(raw) - _TOP_KEYS
     if unknown:
         raise SceneConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
-    merged = _merge(DEFAULTS, raw)
+    defaults = DEFAULTS
+    if isinstance(raw.get("lights"), dict) and "ring" in raw["lights"] and "spot" not in raw["lights"]:
+        defaults = {**DEFAULTS, "lights": {}}  # a ring-lit scene has no spot unless it names one
+    merged = _merge(defaults, raw)
 
     materials = merged.get("materials") or {}
     for mname, m in materials.items():
@@ -138,8 +143,9 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
         if extra:
             raise SceneConfigError(f"{where}: unknown key(s) {sorted(extra)} for type {m['type']}; "
                                    f"allowed: {sorted(MATERIAL_KEYS[m['type']])}")
-        if "alpha" in m:
-            check_range(m["alpha"], f"{where}.alpha", 1e-4, 1.0)
+        for k in ("alpha", "alpha_u", "alpha_v"):
+            if k in m:
+                check_range(m[k], f"{where}.{k}", 1e-4, 1.0)
         if "color" in m:
             check_range(m["color"], f"{where}.color", 0.0, 1.0)
         if "ior" in m:
@@ -175,9 +181,17 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
     sensor = merged["sensor"]
     if sensor["mode"] not in ("rgb", "mono"):
         raise SceneConfigError(f"{path}: sensor.mode must be 'rgb' or 'mono'")
-    for k, (lo, hi) in {"radius_m": (0, 100), "elevation_deg": (-90, 90), "intensity": (0, 1e6),
-                        "azimuth_deg": (-float("inf"), float("inf"))}.items():
-        check_range(merged["lights"]["spot"][k], f"{path}: lights.spot.{k}", lo, hi)
+    lights = merged.get("lights") or {}
+    if not set(lights) & {"spot", "ring"} or set(lights) - {"spot", "ring"}:
+        raise SceneConfigError(f"{path}: lights: name 'spot' and/or 'ring' (unknown: {sorted(set(lights) - {'spot', 'ring'})})")
+    if "spot" in lights:
+        for k, (lo, hi) in {"radius_m": (0, 100), "elevation_deg": (-90, 90), "intensity": (0, 1e6),
+                            "azimuth_deg": (-float("inf"), float("inf"))}.items():
+            check_range(lights["spot"][k], f"{path}: lights.spot.{k}", lo, hi)
+    if "ring" in lights:
+        from .lights import validate_ring
+
+        merged["lights"]["ring"] = validate_ring(lights["ring"], f"{path}: lights.ring")
     check_range(merged["background"]["environment"]["radiance"], f"{path}: background.environment.radiance", 0)
     check_range(merged["background"]["ground"]["color"], f"{path}: background.ground.color", 0, 1)
     check_range(merged["background"]["ground"]["alpha"], f"{path}: background.ground.alpha", 1e-4, 1)

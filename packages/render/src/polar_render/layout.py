@@ -23,6 +23,15 @@ would launch a 3 cm part far out of the 0.40-0.49 m camera shell and let it
 bounce for seconds; 1-4 cm is a short drop that still tumbles the part onto a
 random stable face, which is what the randomisation is for.
 
+Top-down mode (``mode: topdown``, e.g. the aluminium plate): nothing is dropped. Each
+object of ``instances`` keeps the identity orientation, centred on the origin in xy and
+resting on the support (lowest model point at z = 0). Each camera looks straight down
+(optical axis = world -z) from height ``distance_m`` above the support (z, metres),
+image x along world +x (the plate's long axis) and image y along world -y, with jitter:
+camera xy uniform in ``[-xy_jitter_mm, xy_jitter_mm]^2``, roll about the optical axis from
+``inplane_deg``, and a tilt of the optical axis up to ``tilt_deg`` (uniform in angle, random
+direction; 0 = exactly perpendicular). The output is a normal BOP layout.
+
 Determinism: scene ``s`` depends only on ``(cfg, seed, s)`` through
 ``rng = np.random.default_rng([seed, s])`` and a fresh physics client.
 """
@@ -71,10 +80,20 @@ class LayoutConfig:
     fy: float = 2000.0
     friction: float = 0.5                                  # lateral friction (plane and objects)
     settle_max_s: float = 3.0                              # simulated time limit of the drop
+    mode: str = "drop"                                     # "drop" (pybullet) or "topdown" (see module docstring)
+    distance_m: tuple[float, float] = (0.25, 0.25)         # topdown: camera height above the support
+    xy_jitter_mm: float = 0.0                              # topdown: camera xy jitter
+    tilt_deg: float = 0.0                                  # topdown: max tilt of the optical axis from vertical
 
     def __post_init__(self):
         self.instances = [int(i) for i in self.instances]
-        for name in ("drop_height_cm", "radius_m", "elevation_deg", "azimuth_deg", "inplane_deg"):
+        if self.mode not in ("drop", "topdown"):
+            raise ValueError(f"LayoutConfig.mode: expected 'drop' or 'topdown', got {self.mode!r}")
+        if isinstance(self.distance_m, (int, float)):
+            self.distance_m = (float(self.distance_m), float(self.distance_m))
+        if self.xy_jitter_mm < 0 or not 0 <= self.tilt_deg < 90:
+            raise ValueError("LayoutConfig: xy_jitter_mm must be >= 0 and tilt_deg in [0, 90)")
+        for name in ("drop_height_cm", "radius_m", "elevation_deg", "azimuth_deg", "inplane_deg", "distance_m"):
             v = tuple(float(x) for x in getattr(self, name))
             if len(v) != 2 or v[0] > v[1]:
                 raise ValueError(f"LayoutConfig.{name}: expected (low, high), got {v}")
@@ -121,11 +140,13 @@ def sample_scene(models_mm: dict[int, trimesh.Trimesh], cfg: LayoutConfig, rng: 
     dict it receives ``settle_s`` (simulated seconds), ``at_rest`` (bool) and
     ``max_lin_speed`` / ``max_ang_speed`` (m/s, rad/s) at the end of the drop.
     """
-    import pybullet as pb
-
     missing = sorted(set(cfg.instances) - set(models_mm))
     if missing:
         raise KeyError(f"sample_scene: no model for obj_id(s) {missing}")
+    if cfg.mode == "topdown":
+        return _topdown_scene(models_mm, cfg, rng)
+    import pybullet as pb
+
     hulls = {oid: _hull_m(models_mm[oid]) for oid in sorted(set(cfg.instances))}
 
     cid = pb.connect(pb.DIRECT)
@@ -200,6 +221,37 @@ def sample_scene(models_mm: dict[int, trimesh.Trimesh], cfg: LayoutConfig, rng: 
         jitter = rng.uniform(-cfg.look_at_jitter_mm, cfg.look_at_jitter_mm, size=3) * 1e-3
         eye = centre + r * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
         cameras.append(look_at_w2c(eye, centre + jitter, up=(0.0, 0.0, 1.0), roll_rad=roll))
+    return objects, cameras
+
+
+def topdown_w2c(eye_m, roll_rad: float = 0.0, tilt_rad: float = 0.0, tilt_dir_rad: float = 0.0):
+    """(R_w2c, t_w2c_mm) of an OpenCV camera at ``eye_m`` looking down world -z (image x =
+    world +x, image y = world -y at zero roll), rolled about its optical axis and then
+    tilted by ``tilt_rad`` about the horizontal axis at azimuth ``tilt_dir_rad``."""
+    c, s = np.cos(roll_rad), np.sin(roll_rad)
+    x0, y0, z0 = np.array([1.0, 0.0, 0.0]), np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, -1.0])
+    R_c2w = np.column_stack([c * x0 + s * y0, -s * x0 + c * y0, z0])
+    axis = np.array([np.cos(tilt_dir_rad), np.sin(tilt_dir_rad), 0.0])
+    R_c2w = Rotation.from_rotvec(axis * tilt_rad).as_matrix() @ R_c2w
+    R_w2c = R_c2w.T
+    return R_w2c, -R_w2c @ (np.asarray(eye_m, np.float64) * 1000.0)
+
+
+def _topdown_scene(models_mm: dict[int, trimesh.Trimesh], cfg: LayoutConfig, rng: np.random.Generator):
+    """Objects at identity orientation resting on z = 0, cameras straight above (module docstring)."""
+    objects = []
+    for oid in cfg.instances:
+        v = np.asarray(models_mm[oid].vertices, np.float64) * 1e-3
+        lo, hi = v.min(0), v.max(0)
+        objects.append((oid, pose_matrix(np.eye(3), [-(lo[0] + hi[0]) / 2, -(lo[1] + hi[1]) / 2, -lo[2]])))
+    cameras = []
+    for _ in range(cfg.cameras_per_scene):
+        h = rng.uniform(*cfg.distance_m)
+        xy = rng.uniform(-cfg.xy_jitter_mm, cfg.xy_jitter_mm, size=2) * 1e-3
+        roll = np.radians(rng.uniform(*cfg.inplane_deg))
+        tilt = np.radians(rng.uniform(0.0, cfg.tilt_deg))
+        tilt_dir = rng.uniform(0.0, 2 * np.pi)
+        cameras.append(topdown_w2c([xy[0], xy[1], h], roll, tilt, tilt_dir))
     return objects, cameras
 
 

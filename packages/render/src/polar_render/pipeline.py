@@ -41,6 +41,7 @@ class RenderRequest:
     progress: bool = True
     indices: list[int] | None = None  # render only these sample indices (each still a pure function of seed, i)
     clean: bool = False             # clean twins: same samples with their anomalies not applied
+    light_variant: str | None = None  # override lights.ring.variant (none | rot90 | scale2)
 
 
 @dataclass
@@ -140,6 +141,10 @@ def _write_sample_dir(dest: Path, images, meta: dict, sensor: dict) -> None:
 def run(req: RenderRequest) -> RunSummary:
     t_start = time.perf_counter()
     cfg = load_scene(req.scene)
+    if req.light_variant:
+        from .lights import apply_light_variant
+
+        apply_light_variant(cfg, req.light_variant)
     req.out = Path(req.out)
     req.out.mkdir(parents=True, exist_ok=True)
     n_default = 8 if req.layout is None else None

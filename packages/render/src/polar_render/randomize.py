@@ -42,6 +42,10 @@ def sample_material(rng: np.random.Generator, name: str, spec: dict) -> dict:
     elif t == "roughconductor":
         out["alpha"] = _u(rng, spec.get("alpha", 0.3), f"{where}.alpha", 1e-4, 1.0)
         out["conductor"] = str(spec.get("conductor", "Al"))
+    elif t == "brushed_conductor":
+        out["alpha_u"] = _u(rng, spec.get("alpha_u", 0.05), f"{where}.alpha_u", 1e-4, 1.0)
+        out["alpha_v"] = _u(rng, spec.get("alpha_v", 0.2), f"{where}.alpha_v", 1e-4, 1.0)
+        out["conductor"] = str(spec.get("conductor", "Al"))
     elif t == "diffuse":
         out["color"] = _color(rng, spec.get("color", [0.0, 1.0]), f"{where}.color")
     return out
@@ -70,11 +74,13 @@ def sample_appearance(cfg: SceneConfig, seed: int, index: int,
         m = sample_material(rng, mat, cfg.materials[mat])
         parts.append({"instance": inst, "obj_id": obj_id, "part": part, **m})
 
-    spot_cfg = cfg.lights["spot"]
-    pos, shell = _on_shell(rng, spot_cfg, centre, "lights.spot")
-    spot = {"position_m": pos, "target_m": [float(x) for x in centre], **shell,
-            "intensity": _u(rng, spot_cfg["intensity"], "lights.spot.intensity", 0.0),
-            "cutoff_deg": float(spot_cfg["cutoff_deg"]), "beam_deg": float(spot_cfg["beam_deg"])}
+    spot = None
+    if "spot" in cfg.lights:  # a ring-only scene (lights: {ring: ...}) draws no spot values
+        spot_cfg = cfg.lights["spot"]
+        pos, shell = _on_shell(rng, spot_cfg, centre, "lights.spot")
+        spot = {"position_m": pos, "target_m": [float(x) for x in centre], **shell,
+                "intensity": _u(rng, spot_cfg["intensity"], "lights.spot.intensity", 0.0),
+                "cutoff_deg": float(spot_cfg["cutoff_deg"]), "beam_deg": float(spot_cfg["beam_deg"])}
 
     g = cfg.background["ground"]
     color0 = _color(rng, g["color"], "background.ground.color")
@@ -86,5 +92,13 @@ def sample_appearance(cfg: SceneConfig, seed: int, index: int,
               "checker_scale": scale, "alpha": alpha, "size_m": float(g["size_m"]), "z_m": float(g["z_m"]),
               "centre_m": [float(centre[0]), float(centre[1])]}
     env = {"radiance": _u(rng, cfg.background["environment"]["radiance"], "background.environment.radiance", 0.0)}
+    out = {"parts": parts}
+    if spot is not None:
+        out["spot"] = spot
+    if "ring" in cfg.lights:  # drawn after everything else: scenes without a ring keep their draws
+        from .lights import ring_meta
+
+        ring_cfg = cfg.lights["ring"]
+        out["ring"] = {"radiance": _u(rng, ring_cfg["radiance"], "lights.ring.radiance", 0.0), **ring_meta(ring_cfg)}
     render_seed = int(rng_for(seed, index, STREAM_RENDER).integers(0, 2**31 - 1))
-    return {"parts": parts, "spot": spot, "ground": ground, "environment": env, "render_seed": render_seed}
+    return {**out, "ground": ground, "environment": env, "render_seed": render_seed}

@@ -111,7 +111,7 @@ def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str
     scene.update(frame, swap_materials(appearance, anomalies))
     clean_view = None
     if any(a.cls in GEOMETRIC for a in anomalies):
-        clean_view = _view(scene.render_aov(), frame, scene)
+        clean_view = _view(scene.render_aov(supersampled=True), frame, scene)
     if anomalies:
         scene.apply_anomalies(anomalies)
     t1 = time.perf_counter()
@@ -121,8 +121,9 @@ def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str
     t3 = time.perf_counter()
     amask, table = np.zeros(aov.shape[:2], np.uint16), []
     if anomalies:
-        amask, table = instance_masks(anomalies, scene.structure.slots, _view(aov, frame, scene),
-                                      clean_view, scene.poses)
+        anom_view = _view(scene.render_aov(supersampled=True), frame, scene) if scene.mask_ss > 1 else _view(aov, frame, scene)
+        amask, table = instance_masks(anomalies, scene.structure.slots, anom_view, clean_view, scene.poses,
+                                      scene.mask_ss)
     bad = ~np.isfinite(raw)
     nonfinite = int(bad.sum())
     if nonfinite:

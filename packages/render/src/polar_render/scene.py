@@ -143,6 +143,7 @@ class MitsubaScene:
 
         self._dr = drjit
         self.width, self.height, self.spp = width, height, spp
+        self.mask_ss = int(cfg.anomalies.get("mask_supersampling", 3)) if cfg.anomalies else 1
         self._spectral = "spectral" in mi.variant()
         box = {"type": "box"}
         film = {"type": "hdrfilm", "width": width, "height": height, "pixel_format": "rgb", "rfilter": box}
@@ -153,12 +154,30 @@ class MitsubaScene:
                         "sampler": {"type": "independent", "sample_count": int(spp)}},
              "aov_camera": {"type": "perspective", "fov_axis": "x", "fov": 45.0, "to_world": ident, "film": dict(film),
                             "sampler": {"type": "stratified", "sample_count": 1, "jitter": False}},
+             # exact rays on an s x s sub-pixel grid, for anomaly masks (anomalies.pool_mask)
+             "mask_camera": {"type": "perspective", "fov_axis": "x", "fov": 45.0, "to_world": ident,
+                             "film": {**film, "width": width * self.mask_ss, "height": height * self.mask_ss},
+                             "sampler": {"type": "stratified", "sample_count": 1, "jitter": False}},
              "ground": {"type": "ply", "filename": str(GROUND_MESH), "bsdf": {"type": "pplastic", "alpha": 0.3, "diffuse_reflectance": {
                  "type": "checkerboard", "color0": {"type": "rgb", "value": [0.5] * 3},
                  "color1": {"type": "rgb", "value": [0.5] * 3}}}},
              "spot": {"type": "spot", "intensity": {"type": "uniform", "value": 1.0},
                       "cutoff_angle": 20.0, "beam_width": 15.0},
              "environment": {"type": "constant", "radiance": {"type": "uniform", "value": 0.1}}}
+        # Lights are structure (from the scene file, never from per-sample draws): the spot
+        # only when ``lights.spot`` is given, the hexagonal ring's six fixed panels when
+        # ``lights.ring`` is (its geometry is per run; only its radiance changes per sample).
+        if "spot" not in cfg.lights:
+            del d["spot"]
+        self.ring_keys: list[str] = []
+        if "ring" in cfg.lights:
+            from .lights import ring_geometry
+
+            for k, panel in enumerate(ring_geometry(cfg.lights["ring"])["panels"]):
+                key = f"ring{k}"
+                d[key] = {"type": "rectangle", "to_world": mi.ScalarTransform4f(panel["to_world"]),
+                          "emitter": {"type": "area", "radiance": {"type": "uniform", "value": 1.0}}}
+                self.ring_keys.append(key)
         mats = {(p["instance"], p["part"]): p for p in first["parts"]}
         # Water-stain textures on every stain-capable part, always (disabled when a sample
         # has no stain), so clean and stained samples share one kernel.
@@ -168,17 +187,21 @@ class MitsubaScene:
         for s in structure.slots:
             mat = mats[(s.instance, s.part)]
             stain = None
-            if s.part in stain_parts(cfg.anomalies) and mat["type"] in ("pplastic", "roughconductor"):
+            if s.part in stain_parts(cfg.anomalies) and mat["type"] in ("pplastic", "roughconductor", "brushed_conductor"):
                 fld = register_plugins.StainField()
                 refl = mi.load_dict({"type": "stain_reflectance"})
-                rough = mi.load_dict({"type": "stain_roughness"})
-                refl.field = rough.field = fld
-                stain = self.stains[s.key] = (refl, rough, fld)
+                # one roughness texture per GGX alpha (two for the anisotropic brushed_conductor)
+                roughs = tuple(mi.load_dict({"type": "stain_roughness"})
+                               for _ in range(2 if mat["type"] == "brushed_conductor" else 1))
+                refl.field = fld
+                for r in roughs:
+                    r.field = fld
+                stain = self.stains[s.key] = (refl, *roughs, fld)
             # Without stored normals Mitsuba would smooth across sharp edges: use face normals.
             # Instantiated one by one: load_dict merges identical nodes, which would make two
             # identical parts (a spare copy, or instances with equal values) one shared shape.
             shape = mi.load_dict({"type": "ply", "filename": str(s.mesh), "face_normals": not ply_has_normals(s.mesh),
-                                  "bsdf": bsdf_dict(mat, stain[:2] if stain else None)})
+                                  "bsdf": bsdf_dict(mat, stain[:-1] if stain else None)})
             shape.set_id(s.key)
             d[s.key] = shape
         # Sequential loading: registry ids (baked into kernels as literals) then follow dict
@@ -189,8 +212,15 @@ class MitsubaScene:
             if sh.id() in self.stains:
                 sh.add_attribute(NOISE_ATTRIBUTE, 1, np.zeros(sh.vertex_count(), np.float32))
         self.params = mi.traverse(self.scene)
+        # load_dict shares identical nodes: the six panels' equal ``uniform`` radiance
+        # textures become one, listed under one panel's key only.
+        self.ring_radiance_keys = [f"{k}.emitter.radiance.value" for k in self.ring_keys
+                                   if f"{k}.emitter.radiance.value" in self.params]
+        if self.ring_keys and not self.ring_radiance_keys:
+            raise SceneError("ring light: no traversable emitter radiance")
         sensors = {s.id(): i for i, s in enumerate(self.scene.sensors())}
         self.camera_index, self.aov_index = sensors["camera"], sensors["aov_camera"]
+        self.mask_index = sensors["mask_camera"]
         # Model-frame vertices (m) and normals in the order Mitsuba loaded them.
         self._model, self.models_mm, self.normals = {}, {}, {}
         for s in structure.slots:
@@ -233,25 +263,32 @@ class MitsubaScene:
             raise SceneError(f"frame size {frame.width}x{frame.height} differs from the scene's {self.width}x{self.height}")
         intr = intrinsics_to_mitsuba(frame.K, frame.width, frame.height)
         c2w = mi.ScalarTransform4f(camera_to_world(frame))
-        for cam in ("camera", "aov_camera"):
+        ss = self.mask_ss
+        Ks = frame.K * [[ss, 1, ss], [1, ss, ss], [1, 1, 1]]
+        Ks[0, 2], Ks[1, 2] = (frame.K[0, 2] + 0.5) * ss - 0.5, (frame.K[1, 2] + 0.5) * ss - 0.5
+        intr_ss = intrinsics_to_mitsuba(Ks, frame.width * ss, frame.height * ss)
+        for cam, it in (("camera", intr), ("aov_camera", intr), ("mask_camera", intr_ss)):
             p[f"{cam}.to_world"] = c2w
-            p[f"{cam}.x_fov"] = intr["fov"]
-            p[f"{cam}.principal_point_offset_x"] = intr["principal_point_offset_x"]
-            p[f"{cam}.principal_point_offset_y"] = intr["principal_point_offset_y"]
+            p[f"{cam}.x_fov"] = it["fov"]
+            p[f"{cam}.principal_point_offset_x"] = it["principal_point_offset_x"]
+            p[f"{cam}.principal_point_offset_y"] = it["principal_point_offset_y"]
         self.poses = {k + 1: object_to_world(frame, k) for k in range(len(frame.objects))}
         mats = {(m["instance"], m["part"]): m for m in appearance["parts"]}
         self.set_geometry({s.key: None for s in self.structure.slots if s.is_extra}, update=False)
         for s in self.structure.slots:
             st = self.stains.get(s.key)
-            set_bsdf(p, f"{s.key}.bsdf", mats[(s.instance, s.part)], self._rgb, self._scalar, st[:2] if st else None)
+            set_bsdf(p, f"{s.key}.bsdf", mats[(s.instance, s.part)], self._rgb, self._scalar, st[:-1] if st else None)
             if st:
-                st[2].set_disabled()
-        sp = appearance["spot"]
-        up = [0.0, 1.0, 0.0] if abs(sp["elevation_deg"]) > 89.0 else [0.0, 0.0, 1.0]
-        p["spot.to_world"] = mi.ScalarTransform4f().look_at(origin=sp["position_m"], target=sp["target_m"], up=up)
-        p["spot.intensity.value"] = self._scalar(sp["intensity"])
-        p["spot.cutoff_angle"] = float(sp["cutoff_deg"])
-        p["spot.beam_width"] = float(sp["beam_deg"])
+                st[-1].set_disabled()
+        if "spot" in appearance:
+            sp = appearance["spot"]
+            up = [0.0, 1.0, 0.0] if abs(sp["elevation_deg"]) > 89.0 else [0.0, 0.0, 1.0]
+            p["spot.to_world"] = mi.ScalarTransform4f().look_at(origin=sp["position_m"], target=sp["target_m"], up=up)
+            p["spot.intensity.value"] = self._scalar(sp["intensity"])
+            p["spot.cutoff_angle"] = float(sp["cutoff_deg"])
+            p["spot.beam_width"] = float(sp["beam_deg"])
+        for key in self.ring_radiance_keys:
+            p[key] = self._scalar(appearance["ring"]["radiance"])
         g = appearance["ground"]
         half = g["size_m"] / 2.0
         quad = self._ground_quad
@@ -293,7 +330,7 @@ class MitsubaScene:
                     T = self.poses[s.instance]
                     w2m = invert_pose(T)
                     w2m_mm = np.diag([1000.0, 1000.0, 1000.0, 1.0]) @ w2m  # world m -> model mm
-                    self.stains[s.key][2].set(a.stain, w2m_mm)
+                    self.stains[s.key][-1].set(a.stain, w2m_mm)
                     noise_v = perlin(self.models_mm[s.key][0], a.stain.frequency_per_mm, a.stain.noise_offset)
                     self.params[f"{s.key}.{NOISE_ATTRIBUTE}"] = self.mi.Float(noise_v.astype(np.float32))
         self.params.update()
@@ -303,8 +340,10 @@ class MitsubaScene:
         img = self.mi.render(self.scene, sensor=self.camera_index, seed=int(seed), spp=self.spp)
         return np.array(img, dtype=np.float32)
 
-    def render_aov(self) -> np.ndarray:
+    def render_aov(self, supersampled: bool = False) -> np.ndarray:
         """(H, W, 7) float32: world position (3), shading normal (3), shape registry id (1);
-        one ray through each pixel centre, box filter, so values are exact per pixel."""
-        img = self.mi.render(self.scene, sensor=self.aov_index, integrator=self.aov_integrator, seed=0, spp=1)
+        one ray through each pixel centre, box filter, so values are exact per pixel.
+        ``supersampled``: the same on the (H*s, W*s) sub-pixel grid of the mask camera."""
+        sensor = self.mask_index if supersampled else self.aov_index
+        img = self.mi.render(self.scene, sensor=sensor, integrator=self.aov_integrator, seed=0, spp=1)
         return np.array(img, dtype=np.float32)

@@ -3,7 +3,7 @@
 train:   python -m polar_detect.draem train --data DIR --inputs R+phi --out runs/draem
              [--preset polar_ano|paper|small] [--epochs N] [--batch-size B] [--size 256]
 predict: python -m polar_detect.draem predict --model runs/draem --data DIR --split test
-             --out runs/draem/pred [--no-overlay]
+             --out runs/draem/pred [--inputs R+phi] [--no-overlay]
 
 ``--data`` for predict is a dataset directory (``manifest.json``) or a plain folder of
 images (intensity-only models). Writes ``predictions.json`` (contract section 4), float32
@@ -106,7 +106,7 @@ def _predict(a: argparse.Namespace) -> None:
 
     from .polar import PolarDRAEM
 
-    model = PolarDRAEM.load(a.model, a.device)
+    model = PolarDRAEM.load(a.model, a.device, a.inputs)
     data = Path(a.data)
     out = Path(a.out)
     (out / "maps").mkdir(parents=True, exist_ok=True)
@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--model", required=True)
     q.add_argument("--data", required=True)
     q.add_argument("--split", default="test")
+    q.add_argument("--inputs", help="subset of the trained inputs to average (default: all)")
     q.add_argument("--out", required=True)
     q.add_argument("--device", default="cpu")
     q.add_argument("--no-overlay", action="store_true")

@@ -2,7 +2,7 @@
 
 Maintained implementations from kornia (pure torch, no torchvision import):
 
-* SSIM: :func:`kornia.losses.ssim_loss` (11x11 Gaussian window, sigma 1.5, 'same'
+* SSIM: :func:`kornia.losses.ssim_loss` (11x11 Gaussian window, sigma 1.5, 'same' = reflect
   padding). kornia returns ``(1 - SSIM) / 2``; we multiply by 2 to get the paper's
   ``1 - SSIM`` (eq. 2 with lambda = 1, as in the reference implementation).
 * Focal loss: :func:`kornia.losses.focal_loss` on the 2-class logits, gamma = 2,

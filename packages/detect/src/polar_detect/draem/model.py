@@ -95,6 +95,17 @@ class DiscriminativeNet(nn.Module):
         return self.head(x)
 
 
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """Reference-implementation init: conv weights ~ N(0, std), BN weights ~ N(1, std),
+    BN biases 0 (conv biases keep PyTorch's default)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, std)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, std)
+            nn.init.zeros_(m.bias)
+
+
 class DRAEM(nn.Module):
     """Reconstructive + discriminative sub-networks for ``channels``-channel inputs."""
 
@@ -103,6 +114,7 @@ class DRAEM(nn.Module):
         self.channels, self.recon_width, self.disc_width = channels, recon_width, disc_width
         self.reconstructive = ReconstructiveNet(channels, channels, recon_width)
         self.discriminative = DiscriminativeNet(2 * channels, 2, disc_width)
+        init_weights(self)
 
     @classmethod
     def from_preset(cls, channels: int, preset: str = "paper") -> "DRAEM":

@@ -75,13 +75,20 @@ class PolarDRAEM:
         return maps, scores
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> "PolarDRAEM":
+    def load(cls, directory: str | Path, device: str = "cpu",
+             inputs: str | list[str] | None = None) -> "PolarDRAEM":
+        """Load a trained directory; ``inputs`` selects a subset of its per-input models
+        (e.g. train R+phi+rho+n once, then evaluate R, R+phi, ... from the same models)."""
         d = Path(directory)
         cfg_path = d / CONFIG
         if not cfg_path.exists():
             raise FileNotFoundError(f"{cfg_path}: not a DRÆM model directory")
         cfg = json.loads(cfg_path.read_text())
-        models = {k: load_model(d / k / FINAL, device)[0] for k in cfg["inputs"]}
+        names = cfg["inputs"] if inputs is None else parse_inputs(inputs)
+        missing = [k for k in names if k not in cfg["inputs"]]
+        if missing:
+            raise ValueError(f"{cfg_path}: no model for input(s) {missing}; has {cfg['inputs']}")
+        models = {k: load_model(d / k / FINAL, device)[0] for k in names}
         return cls(models, tuple(cfg["size"]) if cfg.get("size") else None)
 
 

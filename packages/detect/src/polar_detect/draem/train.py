@@ -173,7 +173,7 @@ def train(dataset, out_dir: str | Path, config: TrainConfig | None = None, *,
             n += 1
             if bar is not None:
                 bar.update()
-                bar.set_postfix(epoch=epoch + 1, loss=f"{float(losses['total']):.4f}")
+                bar.set_postfix(epoch=epoch + 1, loss=f"{float(losses['total'].detach()):.4f}")
         sched.step()
         history.append({"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}})
         _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),

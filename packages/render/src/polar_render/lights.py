@@ -1,0 +1,111 @@
+"""Hexagonal ring light (scene file ``lights.ring``), e.g. the Sequential-PatchCore plate rig.
+
+Six rectangular area emitters (Mitsuba ``rectangle`` + ``area``) form the sides of a regular
+hexagon in the horizontal plane ``z = height_m`` (world, metres), centred on
+``centre_m = [x, y]`` (the support's origin by default, where the top-down camera of
+``layout.mode: topdown`` sits). The hexagon's circumradius is ``radius_m``; each panel
+covers ``fill`` of its side (gaps at the corners) and is ``panel_width_m`` wide (radially).
+Panels face down (``-z``), tilted towards the axis by ``tilt_deg``; they emit on that side
+only, so the camera at the ring's centre is never lit from behind and never sees a panel
+directly. With ``rotation_deg = 0`` the hexagon has corners at azimuths 0, 60, ... deg
+(world +x = the plate's long axis) and panel centres at 30 + 60 k deg.
+
+Domain-randomization ``variant`` (one per run; the fixture is scene *structure*, built once):
+
+* ``none``: as configured;
+* ``rot90``: the fixture turned 90 degrees about the vertical (optical) axis through
+  its centre. A hexagon repeats every 60 degrees, so this equals a 30 degree turn: panel
+  centres move from 30 + 60 k to 0 + 60 k deg (corners <-> flats swap over the plate's axes);
+* ``scale2``: the fixture scaled x2 in its plane about its centre (radius, panel length and
+  panel width x2; height unchanged). Radiance (W m^-2 sr^-1) is kept, so each panel has 4x
+  the area and emits 4x the power; the irradiance on the plate changes with the geometry
+  only (no renormalisation), as it would with a physically larger lamp of the same LEDs.
+
+Per sample only ``radiance`` is drawn (``[lo, hi]``); it is written through ``mi.traverse``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+VARIANTS = ("none", "rot90", "scale2")
+N_PANELS = 6
+RING_KEYS = {"radius_m", "height_m", "centre_m", "panel_width_m", "fill", "tilt_deg", "rotation_deg",
+             "radiance", "variant"}
+RING_DEFAULTS = {"radius_m": 0.08, "height_m": 0.25, "centre_m": [0.0, 0.0], "panel_width_m": 0.015,
+                 "fill": 0.9, "tilt_deg": 0.0, "rotation_deg": 0.0, "radiance": [20.0, 30.0], "variant": "none"}
+
+
+def validate_ring(spec: dict, where: str) -> dict:
+    """Defaults filled in, every key checked (SceneConfigError naming the key)."""
+    from .config import SceneConfigError, check_range
+
+    if not isinstance(spec, dict):
+        raise SceneConfigError(f"{where}: expected a mapping")
+    unknown = set(spec) - RING_KEYS
+    if unknown:
+        raise SceneConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(RING_KEYS)}")
+    out = {**RING_DEFAULTS, **spec}
+    for k, lo, hi in (("radius_m", 1e-4, 100), ("height_m", -100, 100), ("panel_width_m", 1e-5, 100),
+                      ("fill", 1e-3, 1.0), ("tilt_deg", -89.0, 89.0), ("rotation_deg", -360.0, 360.0)):
+        a, b = check_range(out[k], f"{where}.{k}", lo, hi)
+        if a != b:
+            raise SceneConfigError(f"{where}.{k}: must be a single number (the fixture is built once per run)")
+        out[k] = a
+    check_range(out["radiance"], f"{where}.radiance", 0.0)
+    c = out["centre_m"]
+    if not (isinstance(c, (list, tuple)) and len(c) == 2 and all(isinstance(x, (int, float)) for x in c)):
+        raise SceneConfigError(f"{where}.centre_m: expected [x, y] in metres, got {c!r}")
+    if out["variant"] not in VARIANTS:
+        raise SceneConfigError(f"{where}.variant: {out['variant']!r} is not one of {list(VARIANTS)}")
+    return out
+
+
+def ring_geometry(ring: dict) -> dict:
+    """Effective fixture after the variant: radius, panel size, rotation (deg), and per panel
+    the centre (m), unit normal and the Mitsuba ``rectangle`` to_world (4x4)."""
+    scale = 2.0 if ring["variant"] == "scale2" else 1.0
+    rot = float(ring["rotation_deg"]) + (90.0 if ring["variant"] == "rot90" else 0.0)
+    radius = float(ring["radius_m"]) * scale
+    side = radius  # a regular hexagon's side equals its circumradius
+    half_len = 0.5 * side * float(ring["fill"])
+    half_w = 0.5 * float(ring["panel_width_m"]) * scale
+    apothem = radius * np.cos(np.pi / N_PANELS)
+    tilt = np.radians(float(ring["tilt_deg"]))
+    c0 = np.array([float(ring["centre_m"][0]), float(ring["centre_m"][1]), float(ring["height_m"])])
+    panels = []
+    for k in range(N_PANELS):
+        phi = np.radians(rot + 30.0 + 60.0 * k)
+        e_r = np.array([np.cos(phi), np.sin(phi), 0.0])
+        e_t = np.array([-np.sin(phi), np.cos(phi), 0.0])
+        n = -np.cos(tilt) * np.array([0.0, 0.0, 1.0]) - np.sin(tilt) * e_r
+        y = np.cross(n, e_t)
+        T = np.eye(4)
+        T[:3, 0], T[:3, 1], T[:3, 2] = e_t * half_len, y * half_w, n
+        T[:3, 3] = c0 + apothem * e_r
+        panels.append({"centre_m": T[:3, 3].tolist(), "normal": n.tolist(), "azimuth_deg": float(np.degrees(phi)),
+                       "to_world": T})
+    return {"variant": ring["variant"], "radius_m": radius, "panel_length_m": 2 * half_len,
+            "panel_width_m": 2 * half_w, "rotation_deg": rot, "panels": panels}
+
+
+def ring_meta(ring: dict) -> dict:
+    """JSON-friendly description of the fixture (recorded in meta.json ``sampled.ring``)."""
+    g = ring_geometry(ring)
+    return {**{k: v for k, v in g.items() if k != "panels"},
+            "height_m": float(ring["height_m"]), "centre_m": [float(x) for x in ring["centre_m"]],
+            "panel_centres_m": [p["centre_m"] for p in g["panels"]]}
+
+
+def apply_light_variant(cfg, variant: str | None) -> None:
+    """Override ``lights.ring.variant`` of a loaded scene (CLI ``--light-variant``); the
+    override is part of ``cfg.raw``, so the config digest (and run.json) record it."""
+    from .config import SceneConfigError
+
+    if not variant:
+        return
+    if "ring" not in cfg.lights:
+        raise SceneConfigError(f"{cfg.path}: --light-variant needs a lights.ring section")
+    if variant not in VARIANTS:
+        raise SceneConfigError(f"light variant {variant!r} is not one of {list(VARIANTS)}")
+    cfg.lights["ring"]["variant"] = variant
+    cfg.raw.setdefault("lights", {}).setdefault("ring", cfg.lights["ring"])["variant"] = variant
