@@ -142,8 +142,7 @@ def test_cli_train_predict_contract(tmp_path, monkeypatch, extractors):
             it["image"] = it["image"][:1]                    # 1-channel intensity: replicated
             return it
 
-        @staticmethod
-        def channels(modality):
+        def channels(self, modality):
             return 1
 
     monkeypatch.setitem(sys.modules, "polar_detect.data",

@@ -34,8 +34,6 @@ def main(argv=None) -> int:
     r.add_argument("--variant", default=None, help="Mitsuba variant (default: auto)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--clean", action="store_true",
-                   help="render clean twins: the same samples (same seed) with their anomalies not applied")
-    r.add_argument("--clean", action="store_true",
                    help="clean twins: the same samples (same seed) with their anomalies not applied; use another --out")
     r.add_argument("--light-variant", default=None, choices=["none", "rot90", "scale2"],
                    help="override the scene's lights.ring.variant (ring-lit scenes only)")

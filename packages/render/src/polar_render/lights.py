@@ -109,3 +109,17 @@ def apply_light_variant(cfg, variant: str | None) -> None:
         raise SceneConfigError(f"light variant {variant!r} is not one of {list(VARIANTS)}")
     cfg.lights["ring"]["variant"] = variant
     cfg.raw.setdefault("lights", {}).setdefault("ring", cfg.lights["ring"])["variant"] = variant
+
+
+def ring_mesh(ring: dict) -> tuple[np.ndarray, np.ndarray]:
+    """All six panels as ONE emitting mesh: (24, 3) vertices (m), (12, 3) faces whose
+    winding gives each panel's normal. One shape and one emitter on purpose: with six
+    separate emitter shapes Mitsuba's emitter list order varied from process to process
+    (measured), and with it which panel a given random number samples, so a sample was
+    no longer a pure function of (config, seed, i)."""
+    corners = np.array([[-1.0, -1.0, 0.0, 1.0], [1.0, -1.0, 0.0, 1.0], [1.0, 1.0, 0.0, 1.0], [-1.0, 1.0, 0.0, 1.0]])
+    verts, faces = [], []
+    for k, p in enumerate(ring_geometry(ring)["panels"]):
+        verts.append((corners @ p["to_world"].T)[:, :3])
+        faces += [[4 * k, 4 * k + 1, 4 * k + 2], [4 * k, 4 * k + 2, 4 * k + 3]]
+    return np.concatenate(verts), np.array(faces, np.int64)

@@ -110,8 +110,11 @@ def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str
     t0 = time.perf_counter()
     scene.update(frame, swap_materials(appearance, anomalies))
     clean_view = None
-    if any(a.cls in GEOMETRIC for a in anomalies):
-        clean_view = _view(scene.render_aov(supersampled=True), frame, scene)
+    crop = scene.objects_bbox(frame) if anomalies else None  # anomalies live on the objects
+    if crop is not None and (crop[2] <= crop[0] or crop[3] <= crop[1]):
+        crop = None
+    if crop is not None and any(a.cls in GEOMETRIC for a in anomalies):
+        clean_view = _view(scene.render_aov(supersampled=True, crop=crop), frame, scene)
     if anomalies:
         scene.apply_anomalies(anomalies)
     t1 = time.perf_counter()
@@ -120,10 +123,14 @@ def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str
     aov = scene.render_aov()
     t3 = time.perf_counter()
     amask, table = np.zeros(aov.shape[:2], np.uint16), []
-    if anomalies:
-        anom_view = _view(scene.render_aov(supersampled=True), frame, scene) if scene.mask_ss > 1 else _view(aov, frame, scene)
-        amask, table = instance_masks(anomalies, scene.structure.slots, anom_view, clean_view, scene.poses,
-                                      scene.mask_ss)
+    if crop is not None:
+        x0, y0, x1, y1 = crop
+        anom_view = _view(scene.render_aov(supersampled=True, crop=crop), frame, scene)
+        sub, table = instance_masks(anomalies, scene.structure.slots, anom_view, clean_view, scene.poses,
+                                    scene.mask_ss)
+        amask[y0:y1, x0:x1] = sub
+        for t in table:
+            t["bbox"] = [t["bbox"][0] + x0, t["bbox"][1] + y0, t["bbox"][2] + x0, t["bbox"][3] + y0]
     bad = ~np.isfinite(raw)
     nonfinite = int(bad.sum())
     if nonfinite:

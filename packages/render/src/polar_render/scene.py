@@ -154,10 +154,6 @@ class MitsubaScene:
                         "sampler": {"type": "independent", "sample_count": int(spp)}},
              "aov_camera": {"type": "perspective", "fov_axis": "x", "fov": 45.0, "to_world": ident, "film": dict(film),
                             "sampler": {"type": "stratified", "sample_count": 1, "jitter": False}},
-             # exact rays on an s x s sub-pixel grid, for anomaly masks (anomalies.pool_mask)
-             "mask_camera": {"type": "perspective", "fov_axis": "x", "fov": 45.0, "to_world": ident,
-                             "film": {**film, "width": width * self.mask_ss, "height": height * self.mask_ss},
-                             "sampler": {"type": "stratified", "sample_count": 1, "jitter": False}},
              "ground": {"type": "ply", "filename": str(GROUND_MESH), "bsdf": {"type": "pplastic", "alpha": 0.3, "diffuse_reflectance": {
                  "type": "checkerboard", "color0": {"type": "rgb", "value": [0.5] * 3},
                  "color1": {"type": "rgb", "value": [0.5] * 3}}}},
@@ -170,14 +166,23 @@ class MitsubaScene:
         if "spot" not in cfg.lights:
             del d["spot"]
         self.ring_keys: list[str] = []
-        if "ring" in cfg.lights:
-            from .lights import ring_geometry
+        if "ring" in cfg.lights:  # one mesh, one emitter: see lights.ring_mesh
+            from .lights import ring_mesh
 
-            for k, panel in enumerate(ring_geometry(cfg.lights["ring"])["panels"]):
-                key = f"ring{k}"
-                d[key] = {"type": "rectangle", "to_world": mi.ScalarTransform4f(panel["to_world"]),
-                          "emitter": {"type": "area", "radiance": {"type": "uniform", "value": 1.0}}}
-                self.ring_keys.append(key)
+            rv, rf = ring_mesh(cfg.lights["ring"])
+            props = mi.Properties()
+            props["emitter"] = mi.load_dict({"type": "area", "radiance": {"type": "uniform", "value": 1.0}})
+            ring = mi.Mesh("ring", len(rv), len(rf), props)
+            rp = mi.traverse(ring)
+            rp["vertex_positions"] = mi.Float(rv.ravel().astype(np.float32))
+            rp["faces"] = mi.UInt32(rf.ravel().astype(np.uint32))
+            rp.update()
+            d["ring"] = ring
+            self.ring_keys.append("ring")
+        if self.mask_ss > 1:  # exact rays on an s x s sub-pixel grid, for anomaly masks (anomalies.pool_mask)
+            d["mask_camera"] = {"type": "perspective", "fov_axis": "x", "fov": 45.0, "to_world": ident,
+                                "film": {**film, "width": width * self.mask_ss, "height": height * self.mask_ss},
+                                "sampler": {"type": "stratified", "sample_count": 1, "jitter": False}}
         mats = {(p["instance"], p["part"]): p for p in first["parts"]}
         # Water-stain textures on every stain-capable part, always (disabled when a sample
         # has no stain), so clean and stained samples share one kernel.
@@ -212,15 +217,13 @@ class MitsubaScene:
             if sh.id() in self.stains:
                 sh.add_attribute(NOISE_ATTRIBUTE, 1, np.zeros(sh.vertex_count(), np.float32))
         self.params = mi.traverse(self.scene)
-        # load_dict shares identical nodes: the six panels' equal ``uniform`` radiance
-        # textures become one, listed under one panel's key only.
         self.ring_radiance_keys = [f"{k}.emitter.radiance.value" for k in self.ring_keys
                                    if f"{k}.emitter.radiance.value" in self.params]
         if self.ring_keys and not self.ring_radiance_keys:
             raise SceneError("ring light: no traversable emitter radiance")
         sensors = {s.id(): i for i, s in enumerate(self.scene.sensors())}
         self.camera_index, self.aov_index = sensors["camera"], sensors["aov_camera"]
-        self.mask_index = sensors["mask_camera"]
+        self.mask_index = sensors.get("mask_camera", self.aov_index)
         # Model-frame vertices (m) and normals in the order Mitsuba loaded them.
         self._model, self.models_mm, self.normals = {}, {}, {}
         for s in structure.slots:
@@ -267,7 +270,8 @@ class MitsubaScene:
         Ks = frame.K * [[ss, 1, ss], [1, ss, ss], [1, 1, 1]]
         Ks[0, 2], Ks[1, 2] = (frame.K[0, 2] + 0.5) * ss - 0.5, (frame.K[1, 2] + 0.5) * ss - 0.5
         intr_ss = intrinsics_to_mitsuba(Ks, frame.width * ss, frame.height * ss)
-        for cam, it in (("camera", intr), ("aov_camera", intr), ("mask_camera", intr_ss)):
+        cams = (("camera", intr), ("aov_camera", intr)) + ((("mask_camera", intr_ss),) if ss > 1 else ())
+        for cam, it in cams:
             p[f"{cam}.to_world"] = c2w
             p[f"{cam}.x_fov"] = it["fov"]
             p[f"{cam}.principal_point_offset_x"] = it["principal_point_offset_x"]
@@ -340,10 +344,33 @@ class MitsubaScene:
         img = self.mi.render(self.scene, sensor=self.camera_index, seed=int(seed), spp=self.spp)
         return np.array(img, dtype=np.float32)
 
-    def render_aov(self, supersampled: bool = False) -> np.ndarray:
+    def render_aov(self, supersampled: bool = False, crop: tuple | None = None) -> np.ndarray:
         """(H, W, 7) float32: world position (3), shading normal (3), shape registry id (1);
         one ray through each pixel centre, box filter, so values are exact per pixel.
-        ``supersampled``: the same on the (H*s, W*s) sub-pixel grid of the mask camera."""
+        ``supersampled``: the same on the (H*s, W*s) sub-pixel grid of the mask camera;
+        ``crop``: (x0, y0, x1, y1) in pixels, only that region is copied out."""
         sensor = self.mask_index if supersampled else self.aov_index
         img = self.mi.render(self.scene, sensor=sensor, integrator=self.aov_integrator, seed=0, spp=1)
+        if crop is not None:
+            s = self.mask_ss if supersampled else 1
+            x0, y0, x1, y1 = crop
+            img = img[y0 * s:y1 * s, x0 * s:x1 * s]
         return np.array(img, dtype=np.float32)
+
+    def objects_bbox(self, frame: Frame, margin: int = 2) -> tuple[int, int, int, int]:
+        """Pixel box (x0, y0, x1, y1) holding the projections of every part (spare copies
+        and edits included), clipped to the image: where anomalies can appear."""
+        pts = []
+        for s in self.structure.slots:
+            T = self.poses[s.instance]
+            v = self._model[s.key][0]
+            pts.append(v @ T[:3, :3].T + T[:3, 3])
+        w2c = invert_pose(camera_to_world(frame) @ OPENCV_TO_MITSUBA_CAM)
+        cam = np.concatenate(pts) @ w2c[:3, :3].T + w2c[:3, 3]
+        cam = cam[cam[:, 2] > 1e-6]
+        if not len(cam):
+            return 0, 0, 0, 0
+        uv = cam[:, :2] / cam[:, 2:3] * [frame.K[0, 0], frame.K[1, 1]] + [frame.K[0, 2], frame.K[1, 2]]
+        x0, y0 = np.floor(uv.min(0)).astype(int) - margin
+        x1, y1 = np.ceil(uv.max(0)).astype(int) + margin + 1
+        return (int(max(x0, 0)), int(max(y0, 0)), int(min(max(x1, 0), self.width)), int(min(max(y1, 0), self.height)))

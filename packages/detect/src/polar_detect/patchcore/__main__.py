@@ -35,8 +35,8 @@ def _dataset(root: str, split: str, modality: str, size):
     except (KeyError, ValueError, FileNotFoundError) as e:
         raise InputError(f"{manifest}: cannot load split {split!r} modality {modality!r}: {e}") from e
     try:
-        ch = PolarDataset.channels(modality) if hasattr(PolarDataset, "channels") else None
-    except Exception:  # noqa: BLE001 -- channels() signature may be instance-level
+        ch = ds.channels(modality)
+    except (AttributeError, KeyError, TypeError):
         ch = None
     if ch not in (None, 1, 3):
         raise InputError(f"{manifest}: modality {modality!r} has {ch} channels; the ImageNet "
@@ -56,7 +56,8 @@ def _size(v):
 def _common(p):
     p.add_argument("--data", help="dataset root (holds manifest.json)")
     p.add_argument("--modality", default="intensity")
-    p.add_argument("--size", default=None, help="loader resize: N or WxH (default native)")
+    p.add_argument("--size", default=None, help="loader resize: N or WxH; 'native' = none "
+                   "(train default: native; predict default: the model's training size)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--no-download", action="store_true", help="only use cached backbone weights")
@@ -139,7 +140,9 @@ def cmd_predict(args):
     model = load_model(args.model, args.device, download=not args.no_download)
     if args.batch_size:
         model.batch_size = args.batch_size
-    ds = _dataset(args.data, args.split, args.modality, _size(args.size))
+    # default: the resolution the model was trained at (patch scale must match training)
+    size = args.size if args.size is not None else model.info.get("size")
+    ds = _dataset(args.data, args.split, args.modality, _size(size))
     out = Path(args.out)
     (out / "maps").mkdir(parents=True, exist_ok=True)
     manifest = Path(args.data) / "manifest.json"
