@@ -189,3 +189,22 @@ def test_from_dict_and_defaults():
         SensorModel.from_dict({"fullwell": 1})
     with pytest.raises(ValueError):
         SensorModel.from_dict({"layout": [[0, 45], [90, 90]]})
+
+
+def test_dofp_output_wired_into_samples(tmp_path):
+    """sensor.dofp.enabled writes raw_mosaic.png; its mosaic follows the noiseless pol images."""
+    from polar_render.config import load_scene
+    from .conftest import render_dir, samples, scene_variant
+
+    cfg = load_scene("usb_brick")
+    dofp = {"enabled": True, "shot_noise": False, "read_noise_e": 1e-9, "bit_depth": 16, "full_well_e": 1e9,
+            "exposure_e_per_radiance": 1000.0}
+    path = scene_variant(tmp_path, sensor={**cfg.sensor, "mode": "mono", "dofp": dofp}, anomalies={})
+    s = samples(render_dir(tmp_path / "o", scene=path, n=1, res=(64, 48), spp=2))[0]
+    raw = s["raw_mosaic"]
+    info = s["meta"]["files"]["raw_mosaic"]["sensor"]
+    st = s["stokes"]                      # (H, W, 4) mono
+    i90 = 0.5 * (st[..., 0] - st[..., 1])  # pixel (0, 0) of the default layout is 90 degrees
+    expect = np.clip(np.rint(i90 * info["dn_per_radiance"]), 0, info["max_dn"])
+    assert raw.shape == (48, 64) and raw.dtype == np.uint16
+    assert np.allclose(raw[0::2, 0::2], expect[0::2, 0::2], atol=1)

@@ -42,6 +42,7 @@ from .geometry import invert_pose
 
 LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec. 709 luminance of linear RGB
 ZERO_S0 = 1e-8
+STREAM_SENSOR = 4  # randomize.rng_for stream of the sensor noise
 # stokes/intensity/dolp/aolp are Monte Carlo noise down to the last bits: zlib saves ~10-25 %
 # of their size for ~0.5 s per 640x480 sample (as long as the render); they are written
 # uncompressed. normals/depth/masks (mostly exact zeros) stay compressed.
@@ -201,6 +202,15 @@ def write_sample(dest: Path, images: SampleImages, meta: dict, sensor: dict) -> 
                                        "anomaly instance id (meta.anomalies), 0 = none")
     io.write_png16(dest / "part_mask.png", images.part_mask)
     files["part_mask"] = _entry("part_mask.png", "uint16", (h, w), ["part"], "part id (meta.parts), 0 = background")
+    dofp = dict(sensor.get("dofp") or {})
+    if dofp.pop("enabled", False):  # optional DoFP sensor simulation (sensor.py), default off
+        from .randomize import rng_for
+        from .sensor import SensorModel, simulate
+
+        raw, info = simulate(st, SensorModel.from_dict(dofp), rng_for(meta["seed"], meta["index"], STREAM_SENSOR))
+        io.write_png16(dest / "raw_mosaic.png", raw)
+        files["raw_mosaic"] = _entry("raw_mosaic.png", "uint16", raw.shape, ch if raw.ndim == 3 else ["DN"],
+                                     "DN of a simulated DoFP sensor (shot + read noise, bit depth)", sensor=info)
     meta = dict(meta)
     meta["files"] = files
     meta["exposure_scale"] = scale
