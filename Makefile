@@ -73,15 +73,15 @@ predict: setup check-model
 eval: predict
 	$(PY) -m polar_detect.evaluate --pred $(PRED) --val-pred $(PRED)_val --data $(DATA) --out $(EVAL_OUT)
 
-# Small end-to-end default that finishes on a 2-core CPU in minutes.
-all: N ?= 24
-all: SPP ?= 8
-all: RES ?= 320x240
-all: EPOCHS ?= 4
+# Small end-to-end default that finishes on a 2-core CPU in minutes (override N=, SPP=, ...).
+ALL_N ?= 24
+ALL_SPP ?= 8
+ALL_RES ?= 320x240
+ALL_EPOCHS ?= 10
 all:
-	$(MAKE) render SCENE=$(SCENE) N=$(N) SPP=$(SPP) RES=$(RES) OUT=$(OUT) SEED=$(SEED)
+	$(MAKE) render SCENE=$(SCENE) N=$(or $(N),$(ALL_N)) SPP=$(or $(SPP),$(ALL_SPP)) RES=$(or $(RES),$(ALL_RES)) OUT=$(OUT) SEED=$(SEED)
 	$(MAKE) dataset SCENE=$(SCENE) OUT=$(OUT) DATA=$(DATA) SEED=$(SEED)
-	$(MAKE) train SCENE=$(SCENE) DATA=$(DATA) MODEL=$(MODEL) EPOCHS=$(EPOCHS) SEED=$(SEED)
+	$(MAKE) train SCENE=$(SCENE) DATA=$(DATA) MODEL=$(MODEL) EPOCHS=$(or $(EPOCHS),$(ALL_EPOCHS)) SEED=$(SEED)
 	$(MAKE) eval SCENE=$(SCENE) DATA=$(DATA) MODEL=$(MODEL)
 	@echo "report: $(EVAL_OUT)/report.html"
 

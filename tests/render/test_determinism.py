@@ -11,11 +11,12 @@ import json
 
 import drjit as dr
 import numpy as np
+import pytest
 
 from polar_render.config import load_scene
 from polar_render.pipeline import RenderRequest, run
 
-from .conftest import render_dir, samples
+from .conftest import render_dir, samples, scene_variant
 
 KW = dict(scene="usb_brick", n=4, res=(96, 72), spp=2, seed=3, progress=False)
 MODALITIES = ("stokes", "pol0", "pol45", "pol90", "pol135", "intensity", "dolp", "aolp",
@@ -65,13 +66,20 @@ def test_other_seed_differs_and_every_value_is_recorded(tmp_path):
     json.dumps(meta)  # everything recorded is plain JSON
 
 
-def test_no_recompilation_after_first_sample(tmp_path, monkeypatch):
+@pytest.mark.parametrize("anomalies", ["off", "all_classes"])
+def test_no_recompilation_after_first_sample(tmp_path, monkeypatch, anomalies):
     """Per-sample updates go through mi.traverse: the scene is built once per run and no
     sample after the first launches a kernel the first did not. Kernels are compared by
     hash: ``cache_hit`` alone is blind, because Dr.Jit's on-disk cache marks a kernel
     re-specialised on a literal (e.g. a texture's ``to_uv``) as a hit when an earlier run
-    compiled it."""
+    compiled it. Every sample must take the same code path for this to be meaningful, so
+    anomalies are either off or all six classes appear in every sample."""
     from polar_render import pipeline
+    from polar_render.config import load_scene
+
+    cfg = load_scene("usb_brick")
+    spec = {} if anomalies == "off" else {**cfg.anomalies, "probability": 1.0, "count": 6}
+    scene = scene_variant(tmp_path, anomalies=spec)
 
     builds = []
 
@@ -93,7 +101,7 @@ def test_no_recompilation_after_first_sample(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "render_images", recording_render)
     dr.set_flag(dr.JitFlag.KernelHistory, True)
     try:
-        kw = {**KW, "n": 5, "seed": 9}
+        kw = {**KW, "n": 5, "seed": 9, "scene": scene}
         summary = run(RenderRequest(out=tmp_path / "run", **kw))
         assert summary.rendered == 5 and len(builds) == 1  # one scene, never rebuilt per sample
         assert all(per_sample), "no kernels recorded"

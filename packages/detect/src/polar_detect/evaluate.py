@@ -304,6 +304,9 @@ def _downsample(a, side=EXAMPLE_SIDE):
     size = (max(1, int(round(w * f))), max(1, int(round(h * f))))
     if a.dtype == bool:
         return cv2.resize(a.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    if a.ndim == 3 and a.shape[2] > 4:  # OpenCV resizes at most 4 channels at once (AoLP: cos/sin x RGB)
+        return np.stack([cv2.resize(np.ascontiguousarray(a[..., c]), size, interpolation=cv2.INTER_AREA)
+                         for c in range(a.shape[2])], axis=-1)
     return cv2.resize(a, size, interpolation=cv2.INTER_AREA)
 
 

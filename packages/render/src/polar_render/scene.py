@@ -351,11 +351,12 @@ class MitsubaScene:
         ``crop``: (x0, y0, x1, y1) in pixels, only that region is copied out."""
         sensor = self.mask_index if supersampled else self.aov_index
         img = self.mi.render(self.scene, sensor=sensor, integrator=self.aov_integrator, seed=0, spp=1)
-        if crop is not None:
+        img = np.array(img, dtype=np.float32)
+        if crop is not None:  # cropped in numpy: slicing the Dr.Jit tensor compiles per crop size
             s = self.mask_ss if supersampled else 1
             x0, y0, x1, y1 = crop
             img = img[y0 * s:y1 * s, x0 * s:x1 * s]
-        return np.array(img, dtype=np.float32)
+        return img
 
     def objects_bbox(self, frame: Frame, margin: int = 2) -> tuple[int, int, int, int]:
         """Pixel box (x0, y0, x1, y1) holding the projections of every part (spare copies
