@@ -8,6 +8,7 @@ the same ``out`` with a different configuration is refused rather than mixing sa
 """
 from __future__ import annotations
 
+import gc
 import math
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -229,6 +230,7 @@ def run(req: RenderRequest) -> RunSummary:
                 key = structure.key(cfg.materials)
                 if key not in scenes:
                     scenes.clear()  # one live scene at a time keeps memory flat
+                    gc.collect()    # free the previous scene before building the next
                     scenes[key] = MitsubaScene(mi, cfg, structure, appearance, res[0], res[1], spp,
                                                int(cfg.render["max_depth"]))
                 events = sample_anomalies(cfg.anomalies, req.seed, i, structure.slots, scenes[key].models_mm)

@@ -29,12 +29,13 @@ from .geometry import invert_pose, pose_matrix
 from .anomalies import EXTRA_ROTATION, extra_parts, geometry_edits, stain_parts
 from .materials import bsdf_dict, set_bsdf, structure_key
 from .stain import NOISE_ATTRIBUTE, perlin, register_plugins
+from .textures import register_textures
 
 OPENCV_TO_MITSUBA_CAM = np.diag([-1.0, -1.0, 1.0, 1.0])
 AOV_SPEC = "pos:position,nrm:sh_normal,sid:shape_index"
 # Unit quad ([-1, 1]^2 at z = 0, normal +z, uv in [0, 1]^2). The ground is a mesh, not
-# Mitsuba's analytic rectangle, so that its size and checker scale change through vertex
-# buffers: a texture's ``to_uv`` transform is baked into the kernel and would recompile.
+# Mitsuba's analytic rectangle, so that its size and position change through its vertex
+# buffer; the checker scale is an opaque input of ``textures.polar_checkerboard``.
 GROUND_MESH = Path(__file__).parent / "data" / "ground_quad.ply"
 SQUARE_PIXEL_RTOL = 1e-4
 
@@ -145,6 +146,8 @@ class MitsubaScene:
         self.width, self.height, self.spp = width, height, spp
         self.mask_ss = int(cfg.anomalies.get("mask_supersampling", 3)) if cfg.anomalies else 1
         self._spectral = "spectral" in mi.variant()
+        register_textures(mi)
+        self._checker = mi.load_dict({"type": "polar_checkerboard"})
         box = {"type": "box"}
         film = {"type": "hdrfilm", "width": width, "height": height, "pixel_format": "rgb", "rfilter": box}
         ident = mi.ScalarTransform4f()
@@ -154,9 +157,7 @@ class MitsubaScene:
                         "sampler": {"type": "independent", "sample_count": int(spp)}},
              "aov_camera": {"type": "perspective", "fov_axis": "x", "fov": 45.0, "to_world": ident, "film": dict(film),
                             "sampler": {"type": "stratified", "sample_count": 1, "jitter": False}},
-             "ground": {"type": "ply", "filename": str(GROUND_MESH), "bsdf": {"type": "pplastic", "alpha": 0.3, "diffuse_reflectance": {
-                 "type": "checkerboard", "color0": {"type": "rgb", "value": [0.5] * 3},
-                 "color1": {"type": "rgb", "value": [0.5] * 3}}}},
+             "ground": {"type": "ply", "filename": str(GROUND_MESH), "bsdf": {"type": "pplastic", "alpha": 0.3, "diffuse_reflectance": self._checker}},
              "spot": {"type": "spot", "intensity": {"type": "uniform", "value": 1.0},
                       "cutoff_angle": 20.0, "beam_width": 15.0},
              "environment": {"type": "constant", "radiance": {"type": "uniform", "value": 0.1}}}
@@ -165,6 +166,9 @@ class MitsubaScene:
         # ``lights.ring`` is (its geometry is per run; only its radiance changes per sample).
         if "spot" not in cfg.lights:
             del d["spot"]
+        else:  # cone angles are structure (scene file), set once: rewriting them re-specialises kernels
+            d["spot"]["cutoff_angle"] = float(cfg.lights["spot"]["cutoff_deg"])
+            d["spot"]["beam_width"] = float(cfg.lights["spot"]["beam_deg"])
         self.ring_keys: list[str] = []
         if "ring" in cfg.lights:  # one mesh, one emitter: see lights.ring_mesh
             from .lights import ring_mesh
@@ -206,7 +210,7 @@ class MitsubaScene:
             # Instantiated one by one: load_dict merges identical nodes, which would make two
             # identical parts (a spare copy, or instances with equal values) one shared shape.
             shape = mi.load_dict({"type": "ply", "filename": str(s.mesh), "face_normals": not ply_has_normals(s.mesh),
-                                  "bsdf": bsdf_dict(mat, stain[:-1] if stain else None)})
+                                  "bsdf": bsdf_dict(mat, stain[:-1] if stain else None)}, parallel=False)
             shape.set_id(s.key)
             d[s.key] = shape
         # Sequential loading: registry ids (baked into kernels as literals) then follow dict
@@ -289,15 +293,13 @@ class MitsubaScene:
             up = [0.0, 1.0, 0.0] if abs(sp["elevation_deg"]) > 89.0 else [0.0, 0.0, 1.0]
             p["spot.to_world"] = mi.ScalarTransform4f().look_at(origin=sp["position_m"], target=sp["target_m"], up=up)
             p["spot.intensity.value"] = self._scalar(sp["intensity"])
-            p["spot.cutoff_angle"] = float(sp["cutoff_deg"])
-            p["spot.beam_width"] = float(sp["beam_deg"])
         for key in self.ring_radiance_keys:
             p[key] = self._scalar(appearance["ring"]["radiance"])
         g = appearance["ground"]
         half = g["size_m"] / 2.0
         quad = self._ground_quad
         p["ground.vertex_positions"] = mi.Float((quad[0] * [half, half, 0.0] + [g["centre_m"][0], g["centre_m"][1], g["z_m"]]).ravel().astype(np.float32))
-        p["ground.vertex_texcoords"] = mi.Float((quad[1] * g["checker_scale"]).ravel().astype(np.float32))
+        self._checker.set_scale(g["checker_scale"])
         p["ground.bsdf.diffuse_reflectance.color0.value"] = self._rgb(g["color0"])
         p["ground.bsdf.diffuse_reflectance.color1.value"] = self._rgb(g["color1"])
         p["ground.bsdf.alpha.value"] = self._scalar(g["alpha"])
