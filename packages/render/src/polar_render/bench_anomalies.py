@@ -23,8 +23,9 @@ from .config import load_scene
 from .pipeline import RenderRequest, run
 
 
-def _scene_file(tmp: Path, anomalies: dict | None) -> Path:
-    cfg = load_scene("usb_brick")
+def _scene_file(tmp: Path, anomalies: dict | None, scene: str = "usb_brick") -> Path:
+    """A copy of ``scene`` with its ``anomalies`` section replaced (None: removed)."""
+    cfg = load_scene(scene)
     raw = dict(cfg.raw)
     for obj in raw["objects"].values():
         for part in obj["parts"].values():
