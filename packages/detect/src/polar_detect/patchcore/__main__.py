@@ -147,8 +147,18 @@ def cmd_predict(args):
     (out / "maps").mkdir(parents=True, exist_ok=True)
     manifest = Path(args.data) / "manifest.json"
     scores, maps = {}, {}
+    # maps are written at the dataset's native resolution (README section 4): scoring runs
+    # at the training size, then each map is resized bilinearly to its sample's size
+    import torch.nn.functional as F
+    native = _dataset(args.data, args.split, args.modality, None) if size is not None else None
+    native_hw = {str(native[k]["id"]): tuple(native[k]["mask"].shape[-2:]) for k in range(len(native))} \
+        if native is not None else {}
     for it, s, m in model.predict_dataset(ds, progress=not args.quiet):
         sid = str(it["id"])
+        hw = native_hw.get(sid)
+        if hw is not None and tuple(m.shape[-2:]) != hw:
+            m = F.interpolate(m.reshape(1, 1, *m.shape[-2:]).float(), size=hw, mode="bilinear",
+                              align_corners=False)[0, 0]
         tifffile.imwrite(out / "maps" / f"{sid}.tiff", m.numpy().astype(np.float32))
         scores[sid] = s
         maps[sid] = f"maps/{sid}.tiff"
