@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 
-import drjit as dr
 import numpy as np
 import pytest
 
 from polar_render.config import load_scene
-from polar_render.pipeline import RenderRequest, run
+
 
 from .conftest import render_dir, samples, scene_variant
 
@@ -68,9 +67,8 @@ def test_other_seed_differs_and_every_value_is_recorded(tmp_path):
 
 _RECOMPILE_PROBE = r"""
 import json, sys
-import drjit as dr
 from polar_render import pipeline
-from polar_render.pipeline import RenderRequest, run
+
 
 builds, per_sample = [], []
 

@@ -22,7 +22,7 @@ channels -> optional Gaussian random projection. Output (B, D, h, w).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch

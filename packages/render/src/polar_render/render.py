@@ -35,7 +35,7 @@ import numpy as np
 
 from . import __version__, io
 from .bop import Frame
-from .polarization import POLARIZER_ANGLES_DEG, aolp, dolp, polarizer_images
+from .polarization import aolp, dolp, polarizer_images
 from .anomalies import GEOMETRIC, AovView, instance_masks, swap_materials
 from .scene import FrameStructure, MitsubaScene, camera_to_world
 from .geometry import invert_pose

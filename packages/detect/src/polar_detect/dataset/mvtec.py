@@ -31,12 +31,11 @@ instances = 8-connected components of each ground-truth mask, class = defect fol
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
+from polar_render.io import atomic_dir
 
 from . import encodings as enc
 from .build import _take
@@ -96,11 +95,8 @@ def export_mvtec(data: str | Path, out: str | Path, modalities=None, category: s
     category = category or m.get("name") or data.name
     if out.exists() and not overwrite:
         raise DatasetError(f"{out} already exists; pass --overwrite to replace it")
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     counts = {"train/good": 0, "test/good": 0, "test/anomalous": 0, "val (not exported)": 0}
-    try:
+    with atomic_dir(out) as tmp:  # built under a temporary name, renamed into place when complete
         for s in tqdm(m["samples"], desc=f"export {category}", unit="sample", disable=not progress, file=sys.stderr):
             if s["split"] == "val":
                 counts["val (not exported)"] += 1
@@ -136,12 +132,6 @@ def export_mvtec(data: str | Path, out: str | Path, modalities=None, category: s
                                      "channels": m["modalities"][mod]["channel_names"]} for mod in mods}}
         tmp.mkdir(parents=True, exist_ok=True)
         (tmp / "export.json").write_text(json.dumps(info, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return (f"exported {', '.join(f'{k} {v}' for k, v in counts.items())} x {len(mods)} modalities "
             f"({','.join(mods)}) -> {out}/<modality>/{category}")
 

@@ -106,13 +106,8 @@ def binary_average_precision(preds, target) -> float:
 
 
 # ------------------------------------------------------------------ stateful
-class BinaryROC:
-    """Streaming AUROC + AP.
-
-    ``mode``: ``exact`` (keeps all scores), ``hist`` (fixed bins over ``value_range``),
-    ``auto`` (exact up to ``max_exact`` values, then histogram).  ``compute()`` returns the
-    metrics with their error bounds (0 in exact mode).
-    """
+class _StreamingScores:
+    """Shared state of the stateful score metrics: a ``ScoreAccumulator`` fed by ``update``."""
 
     def __init__(self, mode: str = "auto", bins: int = DEFAULT_BINS, value_range=None,
                  max_exact: int = DEFAULT_MAX_EXACT):
@@ -124,6 +119,15 @@ class BinaryROC:
     def update(self, preds, target) -> None:
         s, t = _prepare(preds, target)
         self.acc.update(s, t, ~t)
+
+
+class BinaryROC(_StreamingScores):
+    """Streaming AUROC + AP.
+
+    ``mode``: ``exact`` (keeps all scores), ``hist`` (fixed bins over ``value_range``),
+    ``auto`` (exact up to ``max_exact`` values, then histogram).  ``compute()`` returns the
+    metrics with their error bounds (0 in exact mode).
+    """
 
     def roc_curve(self):
         thr, cp, cq, _, _ = self.acc.sweep()

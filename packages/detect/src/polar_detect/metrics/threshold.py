@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._curve import DEFAULT_BINS, DEFAULT_MAX_EXACT, ScoreAccumulator, to_numpy
-from .roc import _prepare
+from ._curve import ScoreAccumulator, to_numpy
+from .roc import _prepare, _StreamingScores
 
 
 def _best_f1(acc: ScoreAccumulator) -> dict:
@@ -25,19 +25,8 @@ def _best_f1(acc: ScoreAccumulator) -> dict:
             "recall": float(rec[k]), **acc.state_dict()}
 
 
-class F1OptimalThreshold:
+class F1OptimalThreshold(_StreamingScores):
     """Stateful F1-maximising threshold: ``update(preds, target)``; ``compute()`` -> dict."""
-
-    def __init__(self, mode: str = "auto", bins: int = DEFAULT_BINS, value_range=None,
-                 max_exact: int = DEFAULT_MAX_EXACT):
-        self.acc = ScoreAccumulator(mode, bins, value_range, max_exact)
-
-    def reset(self):
-        self.acc.reset()
-
-    def update(self, preds, target) -> None:
-        s, t = _prepare(preds, target)
-        self.acc.update(s, t, ~t)
 
     def compute(self) -> dict:
         return _best_f1(self.acc)
