@@ -71,6 +71,22 @@ def test_same_seed_same_stains():
     assert not np.array_equal(a.centres_mm, c.centres_mm)
 
 
+def test_scratch_and_chip_displacement():
+    """Scratch: groove depth at the curve, zero beyond w/2; chip: points beyond the cut
+    plane land on it, points behind it do not move."""
+    curve = [[-5.0, 0.0, 0.0], [5.0, 0.0, 0.0]]
+    s = Anomaly("scratch", 1, {"curve_mm": curve, "width_mm": 1.0, "normal": [0, 0, 1], "height_mm": -0.2})
+    v = np.array([[0, 0, 0], [0, 0.25, 0], [0, 0.6, 0], [7, 0, 0]], float)
+    d = displacement(v, s)
+    assert d[0, 2] == pytest.approx(-0.2) and d[1, 2] == pytest.approx(-0.2 * 0.75**2)
+    assert d[2, 2] == 0 and d[3, 2] == 0
+    c = Anomaly("chip", 1, {"plane_point_mm": [1, 1, 1], "normal": list(np.ones(3) / np.sqrt(3))})
+    v = np.array([[2, 2, 2], [0, 0, 0], [1.5, 1, 1]], float)
+    moved = v + displacement(v, c)
+    assert np.allclose((moved[[0, 2]] - 1) @ (np.ones(3) / np.sqrt(3)), 0)   # on the cut plane
+    assert np.array_equal(moved[1], v[1])
+
+
 def test_dent_displacement_is_smooth_and_local():
     a = Anomaly("dent", 1, {"centre_mm": [0, 0, 0], "normal": [0, 0, 1], "radius_mm": 2.0, "height_mm": -0.5})
     v = np.array([[0, 0, 0], [1, 0, 0], [1.999, 0, 0], [2.5, 0, 0]], float)
@@ -155,7 +171,7 @@ def test_stain_instances_table(stain_pair):
             # may add boundary pixels whose centre ray sees the ground)
 
 
-@pytest.mark.parametrize("cls", ["dent", "bump", "missing", "extra", "swapped"])
+@pytest.mark.parametrize("cls", ["dent", "bump", "scratch", "chip", "missing", "extra", "swapped"])
 def test_defect_changes_image_inside_mask_only(tmp_path, cls):
     """Against the clean twin: the exact geometry seen through any pixel centre changes only
     inside the mask (thresholds of the mask rule); the image changes on >= 90 % of the mask

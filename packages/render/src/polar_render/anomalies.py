@@ -9,6 +9,12 @@ Classes (scene file ``anomalies.classes``; each with ``weight``, ``parts`` and r
 ``bump``        defect      the same outwards. Direction = the surface normal at the centre
                             (all vertices move along it, so split crease vertices stay
                             welded); normals of moved vertices are recomputed.
+``scratch``     defect      a groove: the same profile across a band of width w around a
+                            planar arc (length, curvature) in the tangent plane at a random
+                            surface point. Its resolution is the mesh's (assets: <= 0.8 mm
+                            edges), so widths below ~1 mm are not representable.
+``chip``        defect      a chipped corner: the part's vertices beyond a plane cutting the
+                            corner at ``depth_mm`` are projected onto it (a flat facet).
 ``missing``     defect      a part is removed (its triangles collapse to a point).
 ``extra``       defect      a second copy of a part, turned 180 degrees about the object's
                             model z axis (e.g. a second USB plug at the other end).
@@ -17,11 +23,11 @@ Classes (scene file ``anomalies.classes``; each with ``weight``, ``parts`` and r
 
 Mask rule (``anomaly_mask``, uint16 instance ids, 0 = none): pixels where the image of the
 anomalous sample differs from its clean twin *because of* that instance.
-* Geometric (dent, bump, missing, extra): an extra exact AOV pass on the clean geometry;
+* Geometric (dent, bump, scratch, chip, missing, extra): an extra exact AOV pass on the clean geometry;
   a pixel belongs to the instance when its visible surface differs (other shape, depth by
   more than 1 um, or normal by more than 0.1 deg) and the clean or anomalous surface point
-  lies in the instance's region (dent/bump: within R of the centre plus one mesh edge, as
-  the shading normals of the first vertex ring outside R are recomputed; missing: the clean
+  lies in the instance's region (``region_excess`` plus one mesh edge, as the shading
+  normals of the first vertex ring outside it are recomputed; missing: the clean
   twin sees the removed part; extra: the added part is seen). Shadows and reflections
   that move are not included.
 * swapped: the visible pixels of both parts.
@@ -44,14 +50,17 @@ from .config import check_range
 from .stain import StainParams, jittered_centres
 
 STREAM_ANOMALY = 3
-CLASSES = {"water_stain": "impurity", "dent": "defect", "bump": "defect",
+CLASSES = {"water_stain": "impurity", "dent": "defect", "bump": "defect", "scratch": "defect", "chip": "defect",
            "missing": "defect", "extra": "defect", "swapped": "defect"}
-MASK_ORDER = ("missing", "extra", "dent", "bump", "swapped", "water_stain")
-GEOMETRIC = {"dent", "bump", "missing", "extra"}
+MASK_ORDER = ("missing", "extra", "chip", "dent", "bump", "scratch", "swapped", "water_stain")
+SURFACE = {"dent", "bump", "scratch", "chip"}      # vertex displacements of a part's surface
+GEOMETRIC = SURFACE | {"missing", "extra"}
 CLASS_KEYS = {
     "water_stain": {"weight", "parts", "radius_mm", "cell_mm", "frequency_per_mm", "amplitude_mm", "gamma",
                     "alpha", "roughness_scale"},
     "dent": {"weight", "parts", "radius_mm", "depth_mm"},
+    "scratch": {"weight", "parts", "length_mm", "width_mm", "depth_mm", "curvature_radius_mm"},
+    "chip": {"weight", "parts", "depth_mm"},
     "bump": {"weight", "parts", "radius_mm", "depth_mm"},
     "missing": {"weight", "parts"},
     "extra": {"weight", "parts"},
@@ -92,7 +101,11 @@ def validate(spec: dict, part_names: set[str], where: str) -> dict:
             check_range(c.get("alpha", -0.2), f"{w}.alpha", -1.0, 1.0)
         if name in ("dent", "bump"):
             check_range(c["radius_mm"], f"{w}.radius_mm", 0.0)
+        if name in ("dent", "bump", "scratch", "chip"):
             check_range(c["depth_mm"], f"{w}.depth_mm", 0.0)
+        if name == "scratch":
+            for k in ("length_mm", "width_mm", "curvature_radius_mm"):
+                check_range(c[k], f"{w}.{k}", 0.0)
     return spec
 
 
@@ -169,7 +182,7 @@ def sample_anomalies(spec: dict, seed: int, index: int, slots, models_mm: dict) 
                              noise_offset=tuple(float(x) for x in rng.uniform(0, 200, 3)),
                              grid_origin_mm=origin, grid_dims=dims, centres_mm=centres)
             out.append(Anomaly(name, target.instance, {"parts": [s.part for s in inst_slots]}, stain=sp))
-        elif name in ("dent", "bump"):
+        elif name in ("dent", "bump", "scratch"):
             v, f = models_mm[target.key]
             tri = v[f]
             area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
@@ -178,12 +191,35 @@ def sample_anomalies(spec: dict, seed: int, index: int, slots, models_mm: dict) 
             centre = b @ tri[fi]
             nrm = np.cross(tri[fi, 1] - tri[fi, 0], tri[fi, 2] - tri[fi, 0])
             nrm /= np.linalg.norm(nrm)
-            depth = _u(rng, c["depth_mm"], f"{where}.depth_mm") * (-1.0 if name == "dent" else 1.0)
+            depth = _u(rng, c["depth_mm"], f"{where}.depth_mm") * (1.0 if name == "bump" else -1.0)
+            edge = float(np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=2).max())
+            params = {"part": target.part, "centre_mm": centre.tolist(), "normal": nrm.tolist(),
+                      "height_mm": depth, "ring_mm": edge}
+            if name == "scratch":  # a planar arc through the centre, in the tangent plane
+                t = np.cross(nrm, rng.normal(size=3))
+                t /= np.linalg.norm(t)
+                side = np.cross(nrm, t)
+                length = _u(rng, c["length_mm"], f"{where}.length_mm")
+                bend = _u(rng, c["curvature_radius_mm"], f"{where}.curvature_radius_mm") * rng.choice([-1.0, 1.0])
+                sv = np.linspace(-length / 2, length / 2, 64)
+                curve = centre + sv[:, None] * t + (sv**2 / (2 * bend))[:, None] * side
+                params.update(curve_mm=curve.tolist(), width_mm=_u(rng, c["width_mm"], f"{where}.width_mm"))
+            else:
+                params["radius_mm"] = _u(rng, c["radius_mm"], f"{where}.radius_mm")
+            out.append(Anomaly(name, target.instance, params))
+        elif name == "chip":  # planar cut through the part's corner nearest a random box corner
+            v, f = models_mm[target.key]
+            lo, hi = v.min(0), v.max(0)
+            box_corner = np.where(rng.uniform(size=3) < 0.5, lo, hi)
+            corner = v[np.argmin(np.linalg.norm(v - box_corner, axis=1))]
+            n = corner - (lo + hi) / 2
+            n /= np.linalg.norm(n)
+            depth = _u(rng, c["depth_mm"], f"{where}.depth_mm")
+            tri = v[f]
             edge = float(np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=2).max())
             out.append(Anomaly(name, target.instance, {
-                "part": target.part, "centre_mm": centre.tolist(), "normal": nrm.tolist(),
-                "radius_mm": _u(rng, c["radius_mm"], f"{where}.radius_mm"), "height_mm": depth,
-                "ring_mm": edge}))
+                "part": target.part, "corner_mm": corner.tolist(), "normal": n.tolist(),
+                "plane_point_mm": (corner - depth * n).tolist(), "depth_mm": depth, "ring_mm": edge}))
         elif name == "missing":
             out.append(Anomaly(name, target.instance, {"part": target.part}))
         elif name == "extra":
@@ -191,10 +227,45 @@ def sample_anomalies(spec: dict, seed: int, index: int, slots, models_mm: dict) 
     return out
 
 
+def _curve_distance(p_mm: np.ndarray, curve_mm) -> np.ndarray:
+    """Distance (mm) from points to a polyline."""
+    q = np.asarray(curve_mm)
+    a, b = q[:-1], q[1:]
+    ab = b - a
+    best = np.full(len(p_mm), np.inf)
+    for k in range(len(a)):
+        t = np.clip(((p_mm - a[k]) @ ab[k]) / max(ab[k] @ ab[k], 1e-12), 0.0, 1.0)
+        best = np.minimum(best, np.linalg.norm(p_mm - (a[k] + t[:, None] * ab[k]), axis=1))
+    return best
+
+
+def region_excess(p_mm: np.ndarray, a: Anomaly) -> np.ndarray:
+    """How far (mm) model-frame points lie outside the region a surface anomaly moves
+    (<= 0 inside): ball of radius R (dent, bump), band of half-width w/2 around the curve
+    (scratch), half-space beyond the cut plane (chip)."""
+    if a.cls in ("dent", "bump"):
+        return np.linalg.norm(p_mm - np.asarray(a.params["centre_mm"]), axis=1) - a.params["radius_mm"]
+    if a.cls == "scratch":
+        return _curve_distance(p_mm, a.params["curve_mm"]) - a.params["width_mm"] / 2
+    if a.cls == "chip":
+        return -(p_mm - np.asarray(a.params["plane_point_mm"])) @ np.asarray(a.params["normal"])
+    raise ValueError(a.cls)
+
+
 def displacement(v_mm: np.ndarray, a: Anomaly) -> np.ndarray:
-    """Displacement (mm) of model-frame vertices for a dent/bump; exactly 0 beyond R."""
-    c, n = np.asarray(a.params["centre_mm"]), np.asarray(a.params["normal"])
-    r = np.linalg.norm(v_mm - c, axis=1) / a.params["radius_mm"]
+    """Displacement (mm) of model-frame vertices; a function of position only, so split
+    crease vertices stay welded, and exactly 0 outside the region.
+    dent/bump: height * (1 - (d/R)^2)^2 along the centre's normal; scratch: the same
+    profile across the groove, d = distance to the curve, R = w/2; chip: points beyond the
+    cut plane are projected onto it."""
+    n = np.asarray(a.params["normal"])
+    if a.cls == "chip":
+        over = np.maximum((v_mm - np.asarray(a.params["plane_point_mm"])) @ n, 0.0)
+        return -over[:, None] * n[None, :]
+    if a.cls == "scratch":
+        r = _curve_distance(v_mm, a.params["curve_mm"]) / (a.params["width_mm"] / 2)
+    else:
+        r = np.linalg.norm(v_mm - np.asarray(a.params["centre_mm"]), axis=1) / a.params["radius_mm"]
     w = np.where(r < 1.0, (1.0 - r**2) ** 2, 0.0)
     return (w * a.params["height_mm"])[:, None] * n[None, :]
 
@@ -224,10 +295,12 @@ def geometry_edits(anomalies: list[Anomaly], slots, models_mm: dict, normals: di
             for s in slots:
                 if s.instance == a.instance and s.part == a.params["part"] and not s.key.startswith("x"):
                     edits[s.key] = None
-        elif a.cls in ("dent", "bump"):
+        elif a.cls in SURFACE:
             for s in slots:
                 if s.instance != a.instance or s.key.startswith("x") or edits.get(s.key, 0) is None:
                     continue
+                if a.cls == "chip" and s.part != a.params["part"]:
+                    continue  # the cut removes material from its own part only
                 v0, f = models_mm[s.key]
                 v = edits[s.key][0] if s.key in edits else v0
                 d = displacement(v0, a)
@@ -319,15 +392,15 @@ def instance_masks(anomalies: list[Anomaly], slots, anom: AovView, clean: AovVie
         elif a.cls == "extra":
             ids = slot_ids(lambda s: s.instance == a.instance and s.part == a.params["part"] and s.is_extra)
             add(a, differs & np.isin(anom.slot, ids))
-        elif a.cls in ("dent", "bump"):
-            ids = slot_ids(lambda s: s.instance == a.instance and not s.is_extra)
+        elif a.cls in SURFACE:
+            ids = slot_ids(lambda s: s.instance == a.instance and not s.is_extra
+                           and (a.cls != "chip" or s.part == a.params["part"]))
             region = np.zeros((h, w), bool)
             for view in (anom, clean):
                 sel = np.isin(view.slot, ids)
                 pts = _model_points(view, sel, poses[a.instance])
-                # R plus one edge: shading normals of the first vertex ring outside R change too
-                reach = a.params["radius_mm"] * 1.01 + a.params.get("ring_mm", 0.0)
-                near = np.linalg.norm(pts - np.asarray(a.params["centre_mm"]), axis=1) <= reach
+                # plus one edge: shading normals of the first vertex ring outside change too
+                near = region_excess(pts, a) <= a.params.get("ring_mm", 0.0) + 0.01
                 region[np.nonzero(sel)[0][near], np.nonzero(sel)[1][near]] = True
             add(a, differs & region, {"part": a.params["part"]})
         elif a.cls == "swapped":
