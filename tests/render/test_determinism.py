@@ -67,7 +67,9 @@ def test_other_seed_differs_and_every_value_is_recorded(tmp_path):
 
 _RECOMPILE_PROBE = r"""
 import json, sys
+import drjit as dr
 from polar_render import pipeline
+from polar_render.pipeline import RenderRequest, run
 
 
 builds, per_sample = [], []
@@ -103,7 +105,7 @@ def test_no_recompilation_after_first_sample(tmp_path, anomalies):
     hash: ``cache_hit`` alone is blind, because Dr.Jit's on-disk cache marks a kernel
     re-specialised on a literal (e.g. a texture's ``to_uv``) as a hit when an earlier run
     compiled it. Every sample must take the same code path for this to be meaningful, so
-    anomalies are either off or all six classes appear in every sample.
+    anomalies are either off or every class appears in every sample.
 
     Runs in a fresh process, as ``make render`` does: in a process that already built and
     dropped other scenes (this test session), Dr.Jit can release their objects after the
@@ -116,7 +118,7 @@ def test_no_recompilation_after_first_sample(tmp_path, anomalies):
     from polar_render.config import load_scene
 
     cfg = load_scene("usb_brick")
-    spec = {} if anomalies == "off" else {**cfg.anomalies, "probability": 1.0, "count": 6}
+    spec = {} if anomalies == "off" else {**cfg.anomalies, "probability": 1.0, "count": len(cfg.anomalies["classes"])}
     scene = scene_variant(tmp_path, anomalies=spec)
     out = subprocess.run([sys.executable, "-c", _RECOMPILE_PROBE, str(scene), str(tmp_path / "run")],
                          capture_output=True, text=True, timeout=600)
