@@ -7,12 +7,13 @@ from pathlib import Path
 
 
 def _render(args) -> int:
-    from .pipeline import RenderRequest, parse_res, run
+    from .pipeline import RenderRequest, parse_res, parse_shard, run
 
     req = RenderRequest(scene=args.scene, out=Path(args.out or f"out/{Path(args.scene).stem}"),
                         n=args.n, seed=args.seed, spp=args.spp, res=parse_res(args.res),
                         layout=Path(args.layout) if args.layout else None, variant=args.variant,
-                        progress=not args.quiet, clean=args.clean, light_variant=args.light_variant)
+                        progress=not args.quiet, clean=args.clean, light_variant=args.light_variant,
+                        workers=args.workers, shard=parse_shard(args.shard))
     summary = run(req)
     print(summary.line())
     for i, why in sorted(summary.failed.items()):
@@ -33,6 +34,8 @@ def main(argv=None) -> int:
     r.add_argument("--layout", default=None, help="existing BOP dataset directory to render")
     r.add_argument("--variant", default=None, help="Mitsuba variant (default: auto)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--workers", type=int, default=1, help="local worker processes (one Mitsuba context each)")
+    r.add_argument("--shard", default=None, help="k/n: render only samples i with i %% n == k (Slurm arrays)")
     r.add_argument("--clean", action="store_true",
                    help="clean twins: the same samples (same seed) with their anomalies not applied; use another --out")
     r.add_argument("--light-variant", default=None, choices=["none", "rot90", "scale2"],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ import tifffile
 # zlib level 1 with the RLE strategy: measured 2x faster than plain level 1 on rendered
 # 16-bit polarizer images (0.031 s vs 0.064 s for 640x480x3), and no larger.
 _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+_HOST = socket.gethostname().replace("-", "_")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -123,7 +125,7 @@ def atomic_dir(final: str | os.PathLike):
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    tmp = final.parent / f".tmp-{final.name}--{_HOST}--{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -137,12 +139,33 @@ def atomic_dir(final: str | os.PathLike):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _owner_alive(name: str) -> bool:
+    """True when a ``.tmp-<name>--<host>--<pid>`` entry belongs to a live process on this
+    host, or to another host (which this process cannot check)."""
+    parts = name.rsplit("--", 2)
+    if len(parts) != 3 or not parts[2].isdigit():
+        return False  # unknown format (older versions): treat as abandoned
+    host, pid = parts[1], int(parts[2])
+    if host != _HOST:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def clean_partial(directory: str | os.PathLike) -> int:
-    """Remove leftover ``.tmp-*`` entries of interrupted runs; return how many."""
+    """Remove leftover ``.tmp-*`` entries of interrupted runs; return how many. Entries of
+    processes still running (parallel workers, other shards) are left alone."""
     directory = Path(directory)
     n = 0
     if directory.is_dir():
         for p in directory.glob(".tmp-*"):
+            if _owner_alive(p.name):
+                continue
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             n += 1
     return n

@@ -13,7 +13,7 @@ import math
 import sys
 from concurrent.futures import ThreadPoolExecutor
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,9 @@ class RenderRequest:
     progress: bool = True
     indices: list[int] | None = None  # render only these sample indices (each still a pure function of seed, i)
     clean: bool = False             # clean twins: same samples with their anomalies not applied
+    workers: int = 1                # local worker processes (one Mitsuba context each)
+    shard: tuple[int, int] | None = None   # (k, n): render only samples i with i % n == k
+    retries: int = 1                # failed samples are retried this many times, then reported
     light_variant: str | None = None  # override lights.ring.variant (none | rot90 | scale2)
 
 
@@ -73,6 +76,18 @@ def parse_res(text: str | None) -> tuple[int, int] | None:
     if w <= 0 or h <= 0:
         raise ValueError(f"RES must be positive, got {text!r}")
     return w, h
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"SHARD must look like 0/4, got {text!r}") from None
+    if not 0 <= k < n:
+        raise ValueError(f"SHARD must be k/n with 0 <= k < n, got {text!r}")
+    return k, n
 
 
 def object_models_mm(cfg: SceneConfig, obj_ids) -> dict[int, trimesh.Trimesh]:
@@ -191,6 +206,14 @@ def run(req: RenderRequest) -> RunSummary:
     bad = [i for i in todo if not 0 <= i < n]
     if bad:
         raise ValueError(f"sample indices {bad} are outside 0..{n - 1}")
+    if req.shard is not None:
+        k, m = req.shard
+        if not 0 <= k < m:
+            raise ValueError(f"SHARD must be k/n with 0 <= k < n, got {k}/{m}")
+        todo = [i for i in todo if i % m == k]
+    child = replace(req, layout=Path(layout.root), n=n, res=tuple(res), shard=None, workers=1, progress=False)
+    if req.workers > 1:
+        return _run_workers(child, list(todo), req.workers, req.progress, cfg.name, summary, t_start)
     bar = tqdm(todo, desc=f"render {cfg.name}", unit="sample", disable=not req.progress, file=sys.stderr)
     # Files of sample i are written by one background thread while sample i+1 renders; at
     # most one write is in flight (bounded memory), and a sample only counts as done once
@@ -255,6 +278,44 @@ def run(req: RenderRequest) -> RunSummary:
     finally:
         finish()
         writer.shutdown(wait=True)
+    for _ in range(req.retries):  # bounded retries of failed samples, in a fresh scene
+        if not summary.failed:
+            break
+        again = run(replace(child, indices=sorted(summary.failed), retries=0))
+        summary.rendered += again.rendered
+        summary.render_seconds += again.render_seconds
+        summary.failed = again.failed
+    summary.seconds = time.perf_counter() - t_start
+    return summary
+
+
+def _run_workers(child: RenderRequest, todo: list[int], workers: int, progress: bool, name: str,
+                 summary: RunSummary, t_start: float) -> RunSummary:
+    """Split ``todo`` round-robin over ``workers`` spawned processes, each running ``run``
+    on its indices (kernels compiled once per worker). Sample i does not depend on which
+    worker renders it; the bar counts finished sample directories."""
+    import multiprocessing as mp
+
+    chunks = [todo[w::workers] for w in range(workers)]
+    reqs = [replace(child, indices=c) for c in chunks if c]
+    samples_dir = child.out / "samples"
+    done0 = {i for i in todo if (samples_dir / f"{i:06d}" / "meta.json").is_file()}
+    bar = tqdm(total=len(todo), initial=len(done0), desc=f"render {name} x{len(reqs)}", unit="sample",
+               disable=not progress, file=sys.stderr)
+    with mp.get_context("spawn").Pool(len(reqs)) as pool:
+        res = pool.map_async(run, reqs)
+        while not res.ready():
+            res.wait(0.5)
+            done = sum((samples_dir / f"{i:06d}" / "meta.json").is_file() for i in todo)
+            bar.update(done - bar.n)
+        parts = res.get()
+    bar.close()
+    for p in parts:
+        summary.rendered += p.rendered
+        summary.skipped += p.skipped
+        summary.failed.update(p.failed)
+        summary.render_seconds += p.render_seconds
+        summary.variant = p.variant
     summary.seconds = time.perf_counter() - t_start
     return summary
 
