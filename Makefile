@@ -12,6 +12,7 @@ VARIANT ?=
 CLEAN   ?=
 WORKERS ?=
 SHARD   ?=
+EXECUTOR ?=
 PYTEST_ARGS ?=
 # dataset / train / eval
 DATA       ?= out/$(SCENE)_data
@@ -30,7 +31,7 @@ EVAL_OUT   ?= $(RUN)/eval
 
 RENDER_ARGS := --scene $(SCENE) --seed $(SEED) --out $(OUT) \
 	$(if $(N),--n $(N)) $(if $(SPP),--spp $(SPP)) $(if $(RES),--res $(RES)) \
-	$(if $(LAYOUT),--layout $(LAYOUT)) $(if $(VARIANT),--variant $(VARIANT)) $(if $(CLEAN),--clean) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SHARD),--shard $(SHARD))
+	$(if $(LAYOUT),--layout $(LAYOUT)) $(if $(VARIANT),--variant $(VARIANT)) $(if $(CLEAN),--clean) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SHARD),--shard $(SHARD)) $(if $(EXECUTOR),--executor $(EXECUTOR))
 
 ifeq ($(MODEL),draem)
 TRAIN_CMD   = $(PY) -m polar_detect.draem train --data $(DATA) --inputs $(INPUTS) --out $(RUN) --preset $(PRESET) --size $(SIZE) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS))

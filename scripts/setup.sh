@@ -32,6 +32,6 @@ pip_install() {
 }
 pip_install --upgrade pip setuptools wheel
 pip_install "torch==2.13.0"   # pinned CPU build first, so nothing later pulls a CUDA build
-pip_install -e packages/render -e packages/detect -e ".[dev]"
+pip_install -e "packages/render[ray]" -e packages/detect -e ".[dev]"
 echo "$want" > "$STAMP"
 echo "[setup] done"

@@ -13,7 +13,7 @@ def _render(args) -> int:
                         n=args.n, seed=args.seed, spp=args.spp, res=parse_res(args.res),
                         layout=Path(args.layout) if args.layout else None, variant=args.variant,
                         progress=not args.quiet, clean=args.clean, light_variant=args.light_variant,
-                        workers=args.workers, shard=parse_shard(args.shard))
+                        workers=args.workers, shard=parse_shard(args.shard), executor=args.executor)
     summary = run(req)
     print(summary.line())
     for i, why in sorted(summary.failed.items()):
@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     r.add_argument("--variant", default=None, help="Mitsuba variant (default: auto)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--workers", type=int, default=1, help="local worker processes (one Mitsuba context each)")
+    r.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local worker processes, or Ray tasks (RAY_ADDRESS, else a local Ray instance)")
     r.add_argument("--shard", default=None, help="k/n: render only samples i with i %% n == k (Slurm arrays)")
     r.add_argument("--clean", action="store_true",
                    help="clean twins: the same samples (same seed) with their anomalies not applied; use another --out")

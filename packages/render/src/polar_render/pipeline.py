@@ -42,7 +42,8 @@ class RenderRequest:
     progress: bool = True
     indices: list[int] | None = None  # render only these sample indices (each still a pure function of seed, i)
     clean: bool = False             # clean twins: same samples with their anomalies not applied
-    workers: int = 1                # local worker processes (one Mitsuba context each)
+    workers: int = 1                # worker processes (one Mitsuba context each)
+    executor: str = "local"         # "local" processes or "ray" tasks (RAY_ADDRESS or a local Ray)
     shard: tuple[int, int] | None = None   # (k, n): render only samples i with i % n == k
     retries: int = 1                # failed samples are retried this many times, then reported
     light_variant: str | None = None  # override lights.ring.variant (none | rot90 | scale2)
@@ -211,9 +212,13 @@ def run(req: RenderRequest) -> RunSummary:
         if not 0 <= k < m:
             raise ValueError(f"SHARD must be k/n with 0 <= k < n, got {k}/{m}")
         todo = [i for i in todo if i % m == k]
-    child = replace(req, layout=Path(layout.root), n=n, res=tuple(res), shard=None, workers=1, progress=False)
-    if req.workers > 1:
-        return _run_workers(child, list(todo), req.workers, req.progress, cfg.name, summary, t_start)
+    child = replace(req, layout=Path(layout.root), n=n, res=tuple(res), shard=None, workers=1, executor="local",
+                    progress=False)
+    if req.executor not in ("local", "ray"):
+        raise ValueError(f"EXECUTOR must be local or ray, got {req.executor!r}")
+    if req.workers > 1 or req.executor == "ray":
+        return _run_workers(child, list(todo), max(req.workers, 1), req.executor, req.progress, cfg.name,
+                            summary, t_start)
     bar = tqdm(todo, desc=f"render {cfg.name}", unit="sample", disable=not req.progress, file=sys.stderr)
     # Files of sample i are written by one background thread while sample i+1 renders; at
     # most one write is in flight (bounded memory), and a sample only counts as done once
@@ -289,35 +294,85 @@ def run(req: RenderRequest) -> RunSummary:
     return summary
 
 
-def _run_workers(child: RenderRequest, todo: list[int], workers: int, progress: bool, name: str,
-                 summary: RunSummary, t_start: float) -> RunSummary:
-    """Split ``todo`` round-robin over ``workers`` spawned processes, each running ``run``
-    on its indices (kernels compiled once per worker). Sample i does not depend on which
-    worker renders it; the bar counts finished sample directories."""
-    import multiprocessing as mp
-
-    chunks = [todo[w::workers] for w in range(workers)]
-    reqs = [replace(child, indices=c) for c in chunks if c]
+def _run_workers(child: RenderRequest, todo: list[int], workers: int, executor: str, progress: bool,
+                 name: str, summary: RunSummary, t_start: float) -> RunSummary:
+    """Split ``todo`` round-robin into ``workers`` chunks, each rendered by ``run`` in its
+    own process (kernels compiled once per worker): local spawned processes, or Ray tasks
+    (``RAY_ADDRESS``, else a local Ray instance on 127.0.0.1; one GPU per task where the
+    cluster has GPUs; ``out`` must then be on storage every node sees). Sample i does not
+    depend on which worker renders it. A worker that dies fails its unfinished samples;
+    a rerun renders exactly those."""
+    chunks = [replace(child, indices=c) for c in (todo[w::workers] for w in range(workers)) if c]
     samples_dir = child.out / "samples"
-    done0 = {i for i in todo if (samples_dir / f"{i:06d}" / "meta.json").is_file()}
-    bar = tqdm(total=len(todo), initial=len(done0), desc=f"render {name} x{len(reqs)}", unit="sample",
+
+    def n_done() -> int:
+        return sum((samples_dir / f"{i:06d}" / "meta.json").is_file() for i in todo)
+
+    done_before = n_done()
+    bar = tqdm(total=len(todo), initial=done_before, desc=f"render {name} {executor} x{len(chunks)}", unit="sample",
                disable=not progress, file=sys.stderr)
-    with mp.get_context("spawn").Pool(len(reqs)) as pool:
-        res = pool.map_async(run, reqs)
-        while not res.ready():
-            res.wait(0.5)
-            done = sum((samples_dir / f"{i:06d}" / "meta.json").is_file() for i in todo)
-            bar.update(done - bar.n)
-        parts = res.get()
+    if executor == "ray":
+        parts = _ray_map(chunks, lambda: bar.update(n_done() - bar.n))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, wait
+
+        parts = []
+        with ProcessPoolExecutor(len(chunks), mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(run, c): c for c in chunks}
+            pending = set(futures)
+            while pending:
+                _, pending = wait(pending, timeout=0.5)
+                bar.update(n_done() - bar.n)
+            for fut, c in futures.items():
+                try:
+                    parts.append(fut.result())
+                except Exception as exc:  # a worker died (BrokenProcessPool) or raised
+                    lost = RunSummary(out=child.out)
+                    for i in c.indices:
+                        if not (samples_dir / f"{i:06d}" / "meta.json").is_file():
+                            lost.failed[i] = f"worker failed: {type(exc).__name__}: {exc}"
+                    parts.append(lost)
+    bar.update(n_done() - bar.n)
     bar.close()
     for p in parts:
-        summary.rendered += p.rendered
         summary.skipped += p.skipped
         summary.failed.update(p.failed)
         summary.render_seconds += p.render_seconds
-        summary.variant = p.variant
+        summary.variant = p.variant or summary.variant
+    summary.rendered = n_done() - done_before  # also counts samples a dead worker finished
     summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+def _ray_map(chunks: list[RenderRequest], tick) -> list[RunSummary]:
+    import os
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports leave the machine
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("EXECUTOR=ray needs Ray: pip install -e 'packages/render[ray]'") from None
+    started = False
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        else:
+            ray.init(num_cpus=len(chunks), include_dashboard=False, log_to_driver=False,
+                     _node_ip_address="127.0.0.1")
+        started = True
+    try:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(run)
+        refs = [task.remote(c) for c in chunks]
+        pending = list(refs)
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+            tick()
+        return ray.get(refs)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def load_sample(sample_dir: str | Path) -> dict:
