@@ -94,6 +94,7 @@ test: setup
 bench: setup
 	$(PY) -m polar_render.bench
 	$(PY) -m polar_render.bench_anomalies
+	$(PY) -m polar_render.bench_batch
 	$(PY) -m polar_detect.draem.bench
 	$(PY) -m polar_detect.patchcore.bench
 
