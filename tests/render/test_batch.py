@@ -58,6 +58,10 @@ def test_retry_then_report(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "render_images", broken_frame_1)
     s = run(RenderRequest(out=tmp_path / "r2", retries=2, **{**KW, "n": 3}))
     assert s.rendered == 2 and list(s.failed) == [1] and "degenerate layout" in s.failed[1]
+    import json
+    status = json.loads((tmp_path / "r2" / "run.json").read_text())["status"]
+    assert (status["complete"], status["total"], status["missing"]) == (2, 3, [1])
+    assert "degenerate layout" in status["failed_last_run"]["1"]
 
 
 def test_parse_shard_and_live_tmp_dirs_are_kept(tmp_path):

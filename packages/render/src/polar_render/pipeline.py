@@ -291,7 +291,26 @@ def run(req: RenderRequest) -> RunSummary:
         summary.render_seconds += again.render_seconds
         summary.failed = again.failed
     summary.seconds = time.perf_counter() - t_start
+    if req.progress or req.indices is None:  # top-level runs, not worker chunks
+        record_status(req.out, n, summary)
     return summary
+
+
+def record_status(out: Path, n: int, summary: RunSummary) -> dict:
+    """Per-sample status in ``run.json`` (atomic): which of the n samples are complete,
+    which are missing, and the failures of the last run with their reasons. Computed from
+    the sample directories, so shards and workers writing it agree."""
+    import json
+
+    path = out / "run.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    done = [i for i in range(n) if (out / "samples" / f"{i:06d}" / "meta.json").is_file()]
+    missing = sorted(set(range(n)) - set(done))
+    manifest["status"] = {"complete": len(done), "total": n, "missing": missing,
+                          "failed_last_run": {str(k): v for k, v in sorted(summary.failed.items())},
+                          "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    io.write_json(path, manifest)
+    return manifest["status"]
 
 
 def _run_workers(child: RenderRequest, todo: list[int], workers: int, executor: str, progress: bool,
@@ -342,6 +361,7 @@ def _run_workers(child: RenderRequest, todo: list[int], workers: int, executor: 
         summary.variant = p.variant or summary.variant
     summary.rendered = n_done() - done_before  # also counts samples a dead worker finished
     summary.seconds = time.perf_counter() - t_start
+    record_status(child.out, child.n, summary)
     return summary
 
 
