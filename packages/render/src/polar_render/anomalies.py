@@ -271,7 +271,8 @@ def displacement(v_mm: np.ndarray, a: Anomaly) -> np.ndarray:
 
 
 def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals over each vertex's own faces (split creases preserved)."""
+    """Area-weighted vertex normals over each vertex's own faces (split creases preserved);
+    exact for every vertex all of whose faces are in ``f``."""
     fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
     vn = np.zeros_like(v)
     for k in range(3):
@@ -313,7 +314,8 @@ def geometry_edits(anomalies: list[Anomaly], slots, models_mm: dict, normals: di
                 if n is not None:
                     touched = np.zeros(len(v), bool)
                     touched[f[np.any(moved[f], axis=1)].ravel()] = True
-                    n[touched] = vertex_normals(v, f)[touched]
+                    local = f[np.any(touched[f], axis=1)]  # every face of every touched vertex
+                    n[touched] = vertex_normals(v, local)[touched]
                 edits[s.key] = (v, n)
     return edits
 

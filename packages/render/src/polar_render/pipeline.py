@@ -23,7 +23,7 @@ from tqdm import tqdm
 from . import io
 from .bop import BopLayout, Frame, read_layout
 from .config import SceneConfig, load_scene
-from .anomalies import sample_anomalies
+from .anomalies import sample_anomalies, stain_parts
 from .randomize import sample_appearance
 from .render import render_images, software_versions, structure_table, write_sample
 from .scene import MitsubaScene, camera_to_world, frame_structure, objects_centre
@@ -202,7 +202,7 @@ def run(req: RenderRequest) -> RunSummary:
                 "variant": mi.variant(), "versions": software_versions(mi)}
     _check_run_manifest(req.out, manifest)
 
-    scenes: dict[tuple, MitsubaScene] = {}
+    scenes: dict[tuple, MitsubaScene] = {}   # (structure key, stain-capable) -> scene
     todo = range(n) if req.indices is None else sorted(set(int(i) for i in req.indices))
     bad = [i for i in todo if not 0 <= i < n]
     if bad:
@@ -256,14 +256,22 @@ def run(req: RenderRequest) -> RunSummary:
                 slots = [(s.instance, s.obj_id, s.part, s.material) for s in structure.base_slots]
                 appearance = sample_appearance(cfg, req.seed, i, slots, objects_centre(frame))
                 key = structure.key(cfg.materials)
-                if key not in scenes:
-                    scenes.clear()  # one live scene at a time keeps memory flat
+                if not any(k[0] == key for k in scenes):
+                    scenes.clear()  # scenes of one structure at a time keep memory flat
                     gc.collect()    # free the previous scene before building the next
-                    scenes[key] = MitsubaScene(mi, cfg, structure, appearance, res[0], res[1], spp,
-                                               int(cfg.render["max_depth"]))
-                events = sample_anomalies(cfg.anomalies, req.seed, i, structure.slots, scenes[key].models_mm)
+
+                def scene_for(stains: bool) -> MitsubaScene:
+                    if (key, stains) not in scenes:
+                        scenes[(key, stains)] = MitsubaScene(mi, cfg, structure, appearance, res[0], res[1], spp,
+                                                             int(cfg.render["max_depth"]), stains=stains)
+                    return scenes[(key, stains)]
+
+                events = sample_anomalies(cfg.anomalies, req.seed, i, structure.slots, scene_for(False).models_mm)
+                # Samples with a water stain (and their clean twins) use the stain-capable
+                # scene; all others the cheaper one. The choice depends on (config, seed, i) only.
+                stained = any(a.cls == "water_stain" for a in events) and bool(stain_parts(cfg.anomalies))
                 t = time.perf_counter()
-                images = render_images(scenes[key], frame, appearance, cfg.sensor["mode"],
+                images = render_images(scene_for(stained), frame, appearance, cfg.sensor["mode"],
                                        [] if req.clean else events)
                 meta = {"index": i, "seed": req.seed, "scene": cfg.name, "config_digest": cfg.digest(),
                         "frame": {"split": frame.split, "scene_id": frame.scene_id, "im_id": frame.im_id,

@@ -28,7 +28,7 @@ from .config import SceneConfig
 from .geometry import invert_pose, pose_matrix
 from .anomalies import EXTRA_ROTATION, extra_parts, geometry_edits, stain_parts
 from .materials import bsdf_dict, set_bsdf, structure_key
-from .stain import NOISE_ATTRIBUTE, perlin, register_plugins
+from .stain import NOISE_ATTRIBUTE, perlin_where_needed, register_plugins
 from .textures import register_textures
 
 OPENCV_TO_MITSUBA_CAM = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -138,7 +138,9 @@ class MitsubaScene:
     """One Mitsuba scene with a Stokes camera and an exact AOV camera, updated per sample."""
 
     def __init__(self, mi, cfg: SceneConfig, structure: FrameStructure, first: dict,
-                 width: int, height: int, spp: int, max_depth: int):
+                 width: int, height: int, spp: int, max_depth: int, stains: bool = True):
+        """``stains=False`` leaves the water-stain textures out (a cheaper kernel for samples
+        that have no stain; the pipeline keeps one scene of each kind per structure)."""
         self.mi, self.cfg, self.structure = mi, cfg, structure
         import drjit
 
@@ -191,12 +193,13 @@ class MitsubaScene:
         # Water-stain textures on every stain-capable part, always (disabled when a sample
         # has no stain), so clean and stained samples share one kernel.
         self.stains: dict[str, tuple] = {}
-        if stain_parts(cfg.anomalies):
+        stain_capable = stain_parts(cfg.anomalies) if stains else set()
+        if stain_capable:
             register_plugins(mi)
         for s in structure.slots:
             mat = mats[(s.instance, s.part)]
             stain = None
-            if s.part in stain_parts(cfg.anomalies) and mat["type"] in ("pplastic", "roughconductor", "brushed_conductor"):
+            if s.part in stain_capable and mat["type"] in ("pplastic", "roughconductor", "brushed_conductor"):
                 fld = register_plugins.StainField()
                 refl = mi.load_dict({"type": "stain_reflectance"})
                 # one roughness texture per GGX alpha (two for the anisotropic brushed_conductor)
@@ -337,7 +340,10 @@ class MitsubaScene:
                     w2m = invert_pose(T)
                     w2m_mm = np.diag([1000.0, 1000.0, 1000.0, 1.0]) @ w2m  # world m -> model mm
                     self.stains[s.key][-1].set(a.stain, w2m_mm)
-                    noise_v = perlin(self.models_mm[s.key][0], a.stain.frequency_per_mm, a.stain.noise_offset)
+                    v_mm, faces = self.models_mm[s.key]
+                    edge = float(np.linalg.norm(v_mm[faces[:, 0]] - v_mm[faces[:, 1]], axis=1).max())
+                    # vertices of any triangle that reaches a stain (the kernel interpolates N)
+                    noise_v = perlin_where_needed(v_mm, a.stain, margin_mm=2 * edge)
                     self.params[f"{s.key}.{NOISE_ATTRIBUTE}"] = self.mi.Float(noise_v.astype(np.float32))
         self.params.update()
 
