@@ -61,7 +61,9 @@ class RunSummary:
     variant: str = ""
 
     def line(self) -> str:
-        per = (sum(self.render_seconds) / len(self.render_seconds)) if self.render_seconds else float("nan")
+        # wall clock per rendered sample (layout excluded; first-sample compile included):
+        # per-sample latencies overlap with the background writer and would double-count
+        per = (self.seconds - self.layout_seconds) / self.rendered if self.rendered else float("nan")
         return (f"{self.rendered} rendered, {self.skipped} skipped, {len(self.failed)} failed in "
                 f"{self.seconds:.1f} s ({per:.2f} s/sample, layout {self.layout_seconds:.1f} s, "
                 f"variant {self.variant}) -> {self.out}")
