@@ -44,16 +44,6 @@ def copy_layout(src: Path, dst: Path) -> Path:
 
 def scene_variant(tmp_path: Path, name: str = "usb_brick", **overrides) -> Path:
     """A copy of a repo scene file with top-level keys replaced (mesh paths made absolute)."""
-    import yaml
+    from polar_render.config import write_scene_variant
 
-    from polar_render.config import load_scene
-
-    cfg = load_scene(name)
-    raw = dict(cfg.raw)
-    for obj in raw.get("objects", {}).values():
-        for part in obj["parts"].values():
-            part["mesh"] = str((cfg.path.parent / part["mesh"]).resolve())
-    raw.update(overrides)
-    path = tmp_path / f"{name}_variant.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))  # part order = draw order
-    return path
+    return write_scene_variant(tmp_path / f"{name}_variant.yaml", name, **overrides)

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
-import yaml
 
 from polar_render.config import load_scene
 from polar_render.render import LUMA
 
-from .conftest import render_dir, samples
+from .conftest import render_dir, samples, scene_variant
 
 
 def test_output_contract(usb_brick_render):
@@ -35,12 +34,8 @@ def test_output_contract(usb_brick_render):
 
 def test_mono_sensor(tmp_path):
     cfg = load_scene("usb_brick")
-    raw = dict(cfg.raw)
-    raw["sensor"] = {**raw["sensor"], "mode": "mono"}
-    for part in raw["objects"][1]["parts"].values():
-        part["mesh"] = str((cfg.path.parent / part["mesh"]).resolve())
-    (tmp_path / "scene.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))  # part order = draw order
-    mono = samples(render_dir(tmp_path / "mono", scene=tmp_path / "scene.yaml", n=1, res=(96, 72), spp=2))[0]
+    scene = scene_variant(tmp_path, sensor={**cfg.sensor, "mode": "mono"})
+    mono = samples(render_dir(tmp_path / "mono", scene=scene, n=1, res=(96, 72), spp=2))[0]
     rgb = samples(render_dir(tmp_path / "rgb", scene="usb_brick", n=1, res=(96, 72), spp=2))[0]
     assert mono["stokes"].shape == (72, 96, 4) and mono["pol0"].shape == (72, 96)
     assert mono["meta"]["files"]["stokes"]["channels"] == ["S0.Y", "S1.Y", "S2.Y", "S3.Y"]

@@ -17,26 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
-from .config import load_scene
+from .config import load_scene, write_scene_variant
 from .pipeline import RenderRequest, run
 
 
 def _scene_file(tmp: Path, anomalies: dict | None, scene: str = "usb_brick") -> Path:
     """A copy of ``scene`` with its ``anomalies`` section replaced (None: removed)."""
-    cfg = load_scene(scene)
-    raw = dict(cfg.raw)
-    for obj in raw["objects"].values():
-        for part in obj["parts"].values():
-            part["mesh"] = str((cfg.path.parent / part["mesh"]).resolve())
-    if anomalies is None:
-        raw.pop("anomalies", None)
-    else:
-        raw["anomalies"] = anomalies
-    path = tmp / ("with.yaml" if anomalies else "without.yaml")
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+    return write_scene_variant(tmp / ("with.yaml" if anomalies else "without.yaml"), scene, anomalies=anomalies)
 
 
 def _per_sample(out: Path) -> list[float]:

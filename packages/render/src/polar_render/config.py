@@ -205,3 +205,23 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
                        default_material=default_material, materials=materials,
                        layout=merged.get("layout") or {}, lights=merged["lights"],
                        background=merged["background"], sensor=sensor, render=merged["render"], raw=merged)
+
+
+def write_scene_variant(dest: str | os.PathLike, scene: str | os.PathLike = "usb_brick", **overrides) -> Path:
+    """Write a copy of a scene file to ``dest`` (a .yaml path) with top-level keys replaced
+    (``None`` removes a key) and mesh paths made absolute, so it loads from anywhere.
+    Keys keep their order: part order is draw order (``randomize``)."""
+    cfg = load_scene(scene)
+    raw = copy.deepcopy(cfg.raw)
+    for obj in (raw.get("objects") or {}).values():
+        for part in obj["parts"].values():
+            part["mesh"] = str((cfg.path.parent / part["mesh"]).resolve())
+    for key, value in overrides.items():
+        if value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return dest

@@ -26,7 +26,7 @@ from .config import SceneConfig, load_scene
 from .anomalies import sample_anomalies, stain_parts
 from .randomize import sample_appearance
 from .render import render_images, software_versions, structure_table, write_sample
-from .scene import MitsubaScene, camera_to_world, frame_structure, objects_centre
+from .scene import MitsubaScene, world_to_camera, frame_structure, objects_centre
 
 
 @dataclass
@@ -253,7 +253,7 @@ def run(req: RenderRequest) -> RunSummary:
                 continue
             frame = rescale_frame(frames[i % len(frames)], *res)
             try:
-                camera_to_world(frame)  # SceneError naming cam_R_w2c if the frame has no world pose
+                world_to_camera(frame)  # SceneError naming cam_R_w2c if the frame has no world pose
                 structure = frame_structure(cfg, layout, frame)
                 slots = [(s.instance, s.obj_id, s.part, s.material) for s in structure.base_slots]
                 appearance = sample_appearance(cfg, req.seed, i, slots, objects_centre(frame))

@@ -37,8 +37,7 @@ from . import __version__, io
 from .bop import Frame
 from .polarization import aolp, dolp, polarizer_images
 from .anomalies import GEOMETRIC, AovView, instance_masks, swap_materials
-from .scene import FrameStructure, MitsubaScene, camera_to_world
-from .geometry import invert_pose
+from .scene import FrameStructure, MitsubaScene, world_to_camera
 
 LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec. 709 luminance of linear RGB
 ZERO_S0 = 1e-8
@@ -83,7 +82,7 @@ def aov_products(aov: np.ndarray, frame: Frame, scene: MitsubaScene):
         object_mask[hit] = slot.instance
         part_mask[hit] = slot.part_id
     hit_any = sid > 0
-    w2c = invert_pose(camera_to_world(frame) @ np.diag([-1.0, -1.0, 1.0, 1.0]))  # world -> OpenCV camera
+    w2c = world_to_camera(frame)
     pos = aov[..., 0:3].astype(np.float64)
     depth = (pos @ w2c[2, :3] + w2c[2, 3])
     depth = np.where(hit_any, depth, 0.0).astype(np.float32)

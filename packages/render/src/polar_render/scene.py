@@ -111,22 +111,25 @@ def intrinsics_to_mitsuba(K: np.ndarray, width: int, height: int) -> dict:
             "principal_point_offset_y": float(-(cy - (height - 1) / 2.0) / height)}
 
 
-def camera_to_world(frame: Frame) -> np.ndarray:
-    """Mitsuba sensor ``to_world`` (metres) of a BOP frame."""
+def world_to_camera(frame: Frame) -> np.ndarray:
+    """World (metres) to OpenCV camera transform of a BOP frame (``cam_R_w2c``, ``cam_t_w2c``)."""
     if frame.R_w2c is None or frame.t_w2c_mm is None:
         raise SceneError(
             f"scene {frame.scene_id} image {frame.im_id}: scene_camera.json has no cam_R_w2c/cam_t_w2c; "
             "the renderer needs the world pose to place the ground and lights")
-    T_w2c = pose_matrix(frame.R_w2c, np.asarray(frame.t_w2c_mm) / 1000.0)
-    return invert_pose(T_w2c) @ OPENCV_TO_MITSUBA_CAM
+    return pose_matrix(frame.R_w2c, np.asarray(frame.t_w2c_mm) / 1000.0)
+
+
+def camera_to_world(frame: Frame) -> np.ndarray:
+    """Mitsuba sensor ``to_world`` (metres) of a BOP frame."""
+    return invert_pose(world_to_camera(frame)) @ OPENCV_TO_MITSUBA_CAM
 
 
 def object_to_world(frame: Frame, index: int) -> np.ndarray:
     """Model (metres) to world transform of object ``index`` (0-based) of the frame."""
     obj = frame.objects[index]
     T_m2c = pose_matrix(obj.R_m2c, np.asarray(obj.t_m2c_mm) / 1000.0)
-    T_w2c = pose_matrix(frame.R_w2c, np.asarray(frame.t_w2c_mm) / 1000.0)
-    return invert_pose(T_w2c) @ T_m2c
+    return invert_pose(world_to_camera(frame)) @ T_m2c
 
 
 def objects_centre(frame: Frame) -> np.ndarray:
@@ -374,7 +377,7 @@ class MitsubaScene:
             T = self.poses[s.instance]
             v = self._model[s.key][0]
             pts.append(v @ T[:3, :3].T + T[:3, 3])
-        w2c = invert_pose(camera_to_world(frame) @ OPENCV_TO_MITSUBA_CAM)
+        w2c = world_to_camera(frame)
         cam = np.concatenate(pts) @ w2c[:3, :3].T + w2c[:3, 3]
         cam = cam[cam[:, 2] > 1e-6]
         if not len(cam):
