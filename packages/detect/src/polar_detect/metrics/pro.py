@@ -40,21 +40,58 @@ def region_weights(mask: np.ndarray, connectivity: int = 8):
     return w[labels], n
 
 
-class AUPRO:
-    """Stateful AUPRO: ``update(preds, target)`` with (H, W) or (N, H, W) maps/masks."""
+class RegionOverlapCurve:
+    """Shared state of AUPRO and AU-sPRO: per-region overlap (weighted positives, each region
+    summing to 1) against the false-positive rate, integrated up to ``fpr_limit`` and
+    normalised. Subclasses implement ``update``."""
 
-    def __init__(self, fpr_limit: float = 0.3, connectivity: int = 8, mode: str = "auto",
-                 bins: int = DEFAULT_BINS, value_range=None, max_exact: int = DEFAULT_MAX_EXACT):
+    empty_note = "no anomalous region"
+
+    def __init__(self, fpr_limit: float, mode: str = "auto", bins: int = DEFAULT_BINS, value_range=None,
+                 max_exact: int = DEFAULT_MAX_EXACT):
         if not 0 < fpr_limit <= 1:
             raise ValueError("fpr_limit must be in (0, 1]")
         self.fpr_limit = float(fpr_limit)
-        self.connectivity = connectivity
         self.acc = ScoreAccumulator(mode, bins, value_range, max_exact)
         self.n_regions = 0
 
     def reset(self):
         self.acc.reset()
         self.n_regions = 0
+
+    def _settings(self) -> dict:
+        return {}
+
+    def curve(self):
+        """(fpr, overlap, thresholds) over the whole FPR range, starting at (0, 0)."""
+        thr, cp, cq, _, _ = self.acc.sweep()
+        fpr, overlap = rates(cp, cq, pos_total=float(self.n_regions))
+        return fpr, overlap, np.r_[np.inf, thr]
+
+    def compute(self) -> dict:
+        out = {"fpr_limit": self.fpr_limit, **self._settings(), "n_regions": self.n_regions,
+               **self.acc.state_dict()}
+        thr, cp, cq, _, _ = self.acc.sweep()
+        if self.n_regions == 0 or not cq.size or cq[-1] == 0:
+            out.update(value=None, error_bound=None,
+                       note=self.empty_note if self.n_regions == 0 else "no normal pixel")
+            return out
+        fpr, overlap = rates(cp, cq, pos_total=float(self.n_regions))
+        out["value"] = area_up_to(fpr, overlap, self.fpr_limit)
+        out["error_bound"] = 0.0 if self.acc.mode == "exact" else area_error_bound(fpr, overlap, self.fpr_limit)
+        return out
+
+
+class AUPRO(RegionOverlapCurve):
+    """Stateful AUPRO: ``update(preds, target)`` with (H, W) or (N, H, W) maps/masks."""
+
+    def __init__(self, fpr_limit: float = 0.3, connectivity: int = 8, mode: str = "auto",
+                 bins: int = DEFAULT_BINS, value_range=None, max_exact: int = DEFAULT_MAX_EXACT):
+        super().__init__(fpr_limit, mode, bins, value_range, max_exact)
+        self.connectivity = connectivity
+
+    def _settings(self) -> dict:
+        return {"connectivity": self.connectivity}
 
     def update(self, preds, target) -> None:
         s = to_numpy(preds)
@@ -69,25 +106,6 @@ class AUPRO:
             if n:
                 self.acc.update(si[ti], w[ti], 0.0)
             self.acc.update(si[~ti], 0.0, 1.0)
-
-    def curve(self):
-        """(fpr, pro, thresholds) over the whole FPR range, starting at (0, 0)."""
-        thr, cp, cq, _, _ = self.acc.sweep()
-        fpr, pro = rates(cp, cq, pos_total=float(self.n_regions))
-        return fpr, pro, np.r_[np.inf, thr]
-
-    def compute(self) -> dict:
-        out = {"fpr_limit": self.fpr_limit, "connectivity": self.connectivity,
-               "n_regions": self.n_regions, **self.acc.state_dict()}
-        thr, cp, cq, _, _ = self.acc.sweep()
-        if self.n_regions == 0 or not cq.size or cq[-1] == 0:
-            out.update(value=None, error_bound=None,
-                       note="no anomalous region" if self.n_regions == 0 else "no normal pixel")
-            return out
-        fpr, pro = rates(cp, cq, pos_total=float(self.n_regions))
-        out["value"] = area_up_to(fpr, pro, self.fpr_limit)
-        out["error_bound"] = 0.0 if self.acc.mode == "exact" else area_error_bound(fpr, pro, self.fpr_limit)
-        return out
 
 
 def aupro(preds, target, fpr_limit: float = 0.3, connectivity: int = 8) -> float:

@@ -21,8 +21,8 @@ import math
 
 import numpy as np
 
-from ._curve import (DEFAULT_BINS, DEFAULT_MAX_EXACT, ScoreAccumulator, area_error_bound,
-                     area_up_to, rates, to_numpy)
+from ._curve import DEFAULT_BINS, DEFAULT_MAX_EXACT, to_numpy
+from .pro import RegionOverlapCurve
 
 
 def saturation_area(region_area: int, saturation_threshold: float, relative: bool) -> float:
@@ -43,22 +43,16 @@ def saturated_weights(scores: np.ndarray, sat: float):
     return scores[order][keep], w[keep]
 
 
-class AUsPRO:
+class AUsPRO(RegionOverlapCurve):
     """Stateful AU-sPRO.  ``update(pred, regions, saturation_thresholds, relative)`` per image:
     ``pred`` (H, W); ``regions`` (K, H, W) boolean (K may be 0); thresholds/relative per region.
     """
 
+    empty_note = "no annotated region"
+
     def __init__(self, fpr_limit: float = 0.05, mode: str = "auto", bins: int = DEFAULT_BINS,
                  value_range=None, max_exact: int = DEFAULT_MAX_EXACT):
-        if not 0 < fpr_limit <= 1:
-            raise ValueError("fpr_limit must be in (0, 1]")
-        self.fpr_limit = float(fpr_limit)
-        self.acc = ScoreAccumulator(mode, bins, value_range, max_exact)
-        self.n_regions = 0
-
-    def reset(self):
-        self.acc.reset()
-        self.n_regions = 0
+        super().__init__(fpr_limit, mode, bins, value_range, max_exact)
 
     def update(self, pred, regions, saturation_thresholds=None, relative=None) -> None:
         s = to_numpy(pred)
@@ -83,23 +77,6 @@ class AUsPRO:
             ks, kw = saturated_weights(s[ri], saturation_area(area, thr, bool(rl)))
             self.acc.update(ks, kw, 0.0)
         self.acc.update(s[~union], 0.0, 1.0)
-
-    def curve(self):
-        thr, cp, cq, _, _ = self.acc.sweep()
-        fpr, spro = rates(cp, cq, pos_total=float(self.n_regions))
-        return fpr, spro, np.r_[np.inf, thr]
-
-    def compute(self) -> dict:
-        out = {"fpr_limit": self.fpr_limit, "n_regions": self.n_regions, **self.acc.state_dict()}
-        thr, cp, cq, _, _ = self.acc.sweep()
-        if self.n_regions == 0 or not cq.size or cq[-1] == 0:
-            out.update(value=None, error_bound=None,
-                       note="no annotated region" if self.n_regions == 0 else "no normal pixel")
-            return out
-        fpr, spro = rates(cp, cq, pos_total=float(self.n_regions))
-        out["value"] = area_up_to(fpr, spro, self.fpr_limit)
-        out["error_bound"] = 0.0 if self.acc.mode == "exact" else area_error_bound(fpr, spro, self.fpr_limit)
-        return out
 
 
 def auspro(preds, regions, saturation_thresholds=None, relative=None, fpr_limit: float = 0.05) -> float:
