@@ -1,6 +1,7 @@
 # polarsynth: render -> dataset -> train -> eval.  `make help` lists targets.
 # Every target depends on `setup`, which is idempotent and fast once done.
 PY      := .venv/bin/python
+comma   := ,
 SCENE   ?= usb_brick
 N       ?=
 SEED    ?= 0
@@ -13,6 +14,9 @@ CLEAN   ?=
 WORKERS ?=
 SHARD   ?=
 EXECUTOR ?=
+LAYOUT_BACKEND ?=
+BLENDER ?=
+EXTRAS  ?=
 PYTEST_ARGS ?=
 # dataset / train / eval
 DATA       ?= out/$(SCENE)_data
@@ -31,7 +35,8 @@ EVAL_OUT   ?= $(RUN)/eval
 
 RENDER_ARGS := --scene $(SCENE) --seed $(SEED) --out $(OUT) \
 	$(if $(N),--n $(N)) $(if $(SPP),--spp $(SPP)) $(if $(RES),--res $(RES)) \
-	$(if $(LAYOUT),--layout $(LAYOUT)) $(if $(VARIANT),--variant $(VARIANT)) $(if $(CLEAN),--clean) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SHARD),--shard $(SHARD)) $(if $(EXECUTOR),--executor $(EXECUTOR))
+	$(if $(LAYOUT),--layout $(LAYOUT)) $(if $(VARIANT),--variant $(VARIANT)) $(if $(CLEAN),--clean) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SHARD),--shard $(SHARD)) $(if $(EXECUTOR),--executor $(EXECUTOR)) \
+	$(if $(LAYOUT_BACKEND),--layout-backend $(LAYOUT_BACKEND)) $(if $(BLENDER),--blender $(BLENDER))
 
 ifeq ($(MODEL),draem)
 TRAIN_CMD   = $(PY) -m polar_detect.draem train --data $(DATA) --inputs $(INPUTS) --out $(RUN) --preset $(PRESET) --size $(SIZE) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS))
@@ -46,16 +51,17 @@ endif
 
 help:
 	@echo "make render SCENE=usb_brick [N=8] [SEED=0] [OUT=out/<scene>] [SPP=16] [RES=640x480] [LAYOUT=<BOP dir>] [CLEAN=1]"
+	@echo "    [LAYOUT_BACKEND=embedded|blenderproc] [BLENDER=<Blender 4.2 dir>]  (blenderproc: make setup EXTRAS=blenderproc)"
 	@echo "make dataset SCENE=... [DATA=out/<scene>_data] [RENDERS='dir ...'] [MODALITIES=intensity,aolp,dolp,normals]"
 	@echo "make train MODEL=draem|seq_patchcore|patchcore DATA=... [INPUTS=R+phi] [MODALITY=intensity] [EPOCHS=..]"
 	@echo "make eval MODEL=... DATA=...   (predicts val + test, then metrics.json + report.html)"
 	@echo "make all SCENE=usb_brick       render -> dataset -> train -> eval, small defaults"
 	@echo "make test                 run the test suite"
 	@echo "make bench                render benchmark (usb_brick, 640x480, 16 spp)"
-	@echo "make setup                create .venv and install everything (run implicitly)"
+	@echo "make setup [EXTRAS=blenderproc]  create .venv and install everything (run implicitly)"
 
 setup:
-	@bash scripts/setup.sh
+	@EXTRAS="$(EXTRAS)" bash scripts/setup.sh
 
 render: setup
 	$(PY) -m polar_render.cli render $(RENDER_ARGS)
@@ -88,7 +94,12 @@ all:
 	$(MAKE) eval SCENE=$(SCENE) DATA=$(DATA) MODEL=$(MODEL)
 	@echo "report: $(EVAL_OUT)/report.html"
 
-test: setup
+# The test suite also covers the optional BlenderProc backend: its extra (bpy 4.2.0, ~520 MB,
+# Python 3.11) is installed first; TEST_EXTRAS= skips it (those tests are then skipped).
+# (bpy exists for Python 3.11 only; elsewhere the extra installs without it and the tests skip.)
+TEST_EXTRAS ?= blenderproc
+test:
+	@EXTRAS="$(EXTRAS)$(if $(TEST_EXTRAS),$(if $(EXTRAS),$(comma))$(TEST_EXTRAS))" bash scripts/setup.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup

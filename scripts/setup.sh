@@ -8,6 +8,10 @@ PY=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.setup-stamp
 want=$(cat pyproject.toml packages/*/pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+# EXTRAS: optional extras of packages/render besides ray, comma-separated (e.g. blenderproc).
+# Extras installed before are kept (recorded in the stamp's second line).
+had=$( [ -f "$STAMP" ] && sed -n 2p "$STAMP" || true)
+extras=$(echo "ray,${had},${EXTRAS:-}" | tr ',' '\n' | sed '/^$/d' | sort -u | paste -sd, -)
 
 llvm_ok() { compgen -G "/usr/lib/*/libLLVM-19.so*" >/dev/null || compgen -G "/usr/lib/llvm-19/lib/libLLVM*.so*" >/dev/null; }
 if ! llvm_ok && [ -z "${DRJIT_LIBLLVM_PATH:-}" ]; then
@@ -21,7 +25,7 @@ if ! llvm_ok && [ -z "${DRJIT_LIBLLVM_PATH:-}" ]; then
   fi
 fi
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then exit 0; fi
+if [ -f "$STAMP" ] && [ "$(sed -n 1p "$STAMP")" = "$want" ] && [ "$had" = "$extras" ]; then exit 0; fi
 [ -x $VENV/bin/python ] || "$PY" -m venv $VENV
 echo "[setup] installing Python packages into $VENV (first run takes a few minutes)"
 # pip's exit status is kept; only noise (this machine's absent local indexes, setuptools'
@@ -32,6 +36,6 @@ pip_install() {
 }
 pip_install --upgrade pip setuptools wheel
 pip_install "torch==2.13.0"   # pinned CPU build first, so nothing later pulls a CUDA build
-pip_install -e "packages/render[ray]" -e packages/detect -e ".[dev]"
-echo "$want" > "$STAMP"
+pip_install -e "packages/render[$extras]" -e packages/detect -e ".[dev]"
+printf "%s\n%s\n" "$want" "$extras" > "$STAMP"
 echo "[setup] done"

@@ -13,7 +13,8 @@ def _render(args) -> int:
                         n=args.n, seed=args.seed, spp=args.spp, res=parse_res(args.res),
                         layout=Path(args.layout) if args.layout else None, variant=args.variant,
                         progress=not args.quiet, clean=args.clean, light_variant=args.light_variant,
-                        workers=args.workers, shard=parse_shard(args.shard), executor=args.executor)
+                        workers=args.workers, shard=parse_shard(args.shard), executor=args.executor,
+                        layout_backend=args.layout_backend, blender=args.blender)
     summary = run(req)
     print(summary.line())
     for i, why in sorted(summary.failed.items()):
@@ -32,6 +33,11 @@ def main(argv=None) -> int:
     r.add_argument("--spp", type=int, default=None, help="samples per pixel of the Stokes pass")
     r.add_argument("--res", default=None, help="WIDTHxHEIGHT, e.g. 640x480")
     r.add_argument("--layout", default=None, help="existing BOP dataset directory to render")
+    r.add_argument("--layout-backend", default="embedded", choices=["embedded", "blenderproc"],
+                   help="who samples a new layout: the embedded pybullet sampler, or BlenderProc 2.8 "
+                        "(in-process with the blenderproc extra, or `blenderproc run` with --blender)")
+    r.add_argument("--blender", default=None,
+                   help="Blender 4.2 install for `blenderproc run` (default: $BLENDER; unset = in-process bpy)")
     r.add_argument("--variant", default=None, help="Mitsuba variant (default: auto)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--workers", type=int, default=1, help="local worker processes (one Mitsuba context each)")
@@ -44,12 +50,13 @@ def main(argv=None) -> int:
                    help="override the scene's lights.ring.variant (ring-lit scenes only)")
     r.set_defaults(func=_render)
     args = ap.parse_args(argv)
+    from .blenderproc_compat import BlenderProcUnavailable
     from .bop import BopFormatError
     from .config import SceneConfigError
 
     try:
         return args.func(args)
-    except (BopFormatError, SceneConfigError, ValueError) as exc:
+    except (BopFormatError, SceneConfigError, ValueError, BlenderProcUnavailable, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

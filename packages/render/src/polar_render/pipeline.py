@@ -47,6 +47,8 @@ class RenderRequest:
     shard: tuple[int, int] | None = None   # (k, n): render only samples i with i % n == k
     retries: int = 1                # failed samples are retried this many times, then reported
     light_variant: str | None = None  # override lights.ring.variant (none | rot90 | scale2)
+    layout_backend: str = "embedded"  # who samples a new layout: "embedded" (pybullet) or "blenderproc"
+    blender: str | None = None      # Blender install for `blenderproc run` (None: $BLENDER, else in-process bpy)
 
 
 @dataclass
@@ -130,8 +132,14 @@ def prepare_layout(cfg: SceneConfig, req: RenderRequest, n: int) -> BopLayout:
         lcfg.width, lcfg.height = req.res
     n_scenes = math.ceil(n / lcfg.cameras_per_scene)
     root = req.out / "layout"
-    generate_layout(root, object_models_mm(cfg, lcfg.instances), lcfg, req.seed, range(n_scenes),
-                    progress=req.progress)
+    models = object_models_mm(cfg, lcfg.instances)
+    if req.layout_backend == "blenderproc":
+        from .layout_blenderproc import generate_layout_blenderproc
+
+        generate_layout_blenderproc(root, models, lcfg, req.seed, range(n_scenes), progress=req.progress,
+                                    blender=req.blender)
+    else:
+        generate_layout(root, models, lcfg, req.seed, range(n_scenes), progress=req.progress)
     return read_layout(root)
 
 
@@ -143,7 +151,7 @@ def _check_run_manifest(out: Path, manifest: dict, write: bool = True) -> None:
         import json
 
         old = json.loads(path.read_text())
-        keys = ("scene", "config_digest", "seed", "spp", "res", "layout", "variant", "clean")
+        keys = ("scene", "config_digest", "seed", "spp", "res", "layout", "layout_backend", "variant", "clean")
         diff = [k for k in keys if k in manifest and old.get(k) != manifest.get(k)]
         if diff:
             raise ValueError(f"{out} already holds a run with different {', '.join(diff)} "
@@ -171,7 +179,18 @@ def run(req: RenderRequest) -> RunSummary:
     summary = RunSummary(out=req.out)
 
     # Refuse a mismatching OUT before prepare_layout writes anything into it (out/layout).
+    if req.layout_backend not in ("embedded", "blenderproc"):
+        raise ValueError(f"LAYOUT_BACKEND must be embedded or blenderproc, got {req.layout_backend!r}")
+    # worker processes get the run's own sampled layout (out/layout) as a given one
+    own_layout = req.layout is None or Path(req.layout).resolve() == (req.out / "layout").resolve()
+    if req.layout_backend == "blenderproc" and not own_layout:
+        raise ValueError("LAYOUT_BACKEND=blenderproc samples a new layout; it cannot be combined with LAYOUT=")
+    if req.layout_backend == "blenderproc" and req.layout is None:
+        from .layout_blenderproc import resolve_mode
+
+        resolve_mode("auto", req.blender)     # clear message (install command) before anything is written
     early = {"scene": cfg.name, "config_digest": cfg.digest(), "seed": req.seed,
+             "layout_backend": req.layout_backend if own_layout else "given",
              "spp": int(req.spp or cfg.render["spp"]),
              "layout": str(Path(req.layout if req.layout is not None else req.out / "layout").resolve())}
     if req.res is not None:
@@ -201,6 +220,7 @@ def run(req: RenderRequest) -> RunSummary:
     summary.variant = mi.variant()
     manifest = {"scene": cfg.name, "scene_file": str(cfg.path), "config_digest": cfg.digest(), "seed": req.seed,
                 "n": n, "spp": spp, "res": list(res), "clean": req.clean, "layout": str(Path(layout.root).resolve()),
+                "layout_backend": early["layout_backend"],
                 "variant": mi.variant(), "versions": software_versions(mi)}
     _check_run_manifest(req.out, manifest)
 
