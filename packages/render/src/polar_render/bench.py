@@ -228,7 +228,7 @@ def profile_write(captured: dict) -> dict:
     import tifffile
 
     from .polarization import aolp, dolp, polarizer_images
-    from .render import NOISY_TIFF_COMPRESS, ZERO_S0, exposure_scale, write_sample
+    from .render import NOISY_COMPRESS, ZERO_S0, exposure_scale, write_sample
 
     im = captured["images"]
     st = im.stokes
@@ -239,7 +239,7 @@ def profile_write(captured: dict) -> dict:
         out["write_sample_total"] = _time(lambda: write_sample(Path(tempfile.mkdtemp(dir=d)), im,
                                                                 captured["meta"], captured["sensor"]))
         out["stokes.tiff (12ch) as written"] = _time(lambda: io.write_float_tiff(d / "s.tiff", stokes_hwc,
-                                                                                compress=NOISY_TIFF_COMPRESS))
+                                                                                compress=NOISY_COMPRESS))
         out["  same, zlib level 1"] = _time(lambda: io.write_float_tiff(d / "z.tiff", stokes_hwc, compress=True))
         out["  same, uncompressed"] = _time(lambda: tifffile.imwrite(
             d / "u.tiff", stokes_hwc, photometric="minisblack", planarconfig="contig"))
@@ -248,12 +248,12 @@ def profile_write(captured: dict) -> dict:
         scale = exposure_scale(st, captured["sensor"])
         out["exposure_scale (percentile)"] = _time(lambda: exposure_scale(st, captured["sensor"]))
         dn = {a: np.clip(np.rint(i * scale), 0, 65535).astype(np.uint16) for a, i in pols.items()}
-        out["4x pol PNG16 encode+write"] = _time(lambda: [io.write_png16(d / f"p{a}.png", x) for a, x in dn.items()])
-        out["intensity.tiff"] = _time(lambda: io.write_float_tiff(d / "i.tiff", st[0], compress=NOISY_TIFF_COMPRESS))
+        out["4x pol PNG16 encode+write"] = _time(lambda: [io.write_png16(d / f"p{a}.png", x, compress=False) for a, x in dn.items()])
+        out["intensity.tiff"] = _time(lambda: io.write_float_tiff(d / "i.tiff", st[0], compress=NOISY_COMPRESS))
         out["dolp+aolp (numpy)"] = _time(lambda: (dolp(st, ZERO_S0), aolp(st, ZERO_S0)))
         dl, al = dolp(st, ZERO_S0), aolp(st, ZERO_S0)
-        out["dolp.tiff+aolp.tiff"] = _time(lambda: (io.write_float_tiff(d / "d.tiff", dl, compress=NOISY_TIFF_COMPRESS),
-                                                     io.write_float_tiff(d / "a.tiff", al, compress=NOISY_TIFF_COMPRESS)))
+        out["dolp.tiff+aolp.tiff"] = _time(lambda: (io.write_float_tiff(d / "d.tiff", dl, compress=NOISY_COMPRESS),
+                                                     io.write_float_tiff(d / "a.tiff", al, compress=NOISY_COMPRESS)))
         out["normals.tiff+depth.tiff"] = _time(lambda: (io.write_float_tiff(d / "n.tiff", im.normals),
                                                          io.write_float_tiff(d / "z.tiff", im.depth)))
         out["2x mask PNG16"] = _time(lambda: (io.write_png16(d / "o.png", im.object_mask),

@@ -26,9 +26,13 @@ import numpy as np
 import tifffile
 
 
-# zlib level 1 with the RLE strategy: measured 2x faster than plain level 1 on rendered
-# 16-bit polarizer images (0.031 s vs 0.064 s for 640x480x3), and no larger.
+# Masks (mostly runs of equal ids): zlib level 1 with the RLE strategy, measured 2x faster
+# than plain level 1 and no larger. Noisy 16-bit polarizer images (640x480x3, measured on
+# rendered usb_brick samples): RLE level 1 takes 31 ms each and saves 6-9 %; stored deflate
+# blocks with no PNG row filter take 3 ms (0.2 % larger than raw), so those are written
+# uncompressed (``compress=False``). Both are ordinary PNGs that every reader decodes.
 _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+_PNG_STORED = [cv2.IMWRITE_PNG_COMPRESSION, 0, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
 _HOST = socket.gethostname().replace("-", "_")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -94,15 +98,15 @@ def read_float_tiff(path) -> np.ndarray:
         raise OSError(f"{path}: not a readable TIFF: {type(exc).__name__}: {exc}") from exc
 
 
-def write_png16(path, array: np.ndarray) -> None:
-    """uint16 PNG (H, W) or (H, W, 3)."""
+def write_png16(path, array: np.ndarray, compress: bool = True) -> None:
+    """uint16 PNG (H, W) or (H, W, 3); ``compress=False`` for noise-like images (see _PNG_STORED)."""
     arr = np.asarray(array)
     if arr.dtype != np.uint16:
         raise TypeError(f"{path}: expected uint16, got {arr.dtype}")
     if arr.ndim == 3:
         arr = arr[..., ::-1]  # RGB -> BGR
     with atomic_path(path) as tmp:
-        ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr), _PNG_PARAMS)
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr), _PNG_PARAMS if compress else _PNG_STORED)
         if not ok:
             raise OSError(f"{path}: PNG encoding failed")
         tmp.write_bytes(buf.tobytes())

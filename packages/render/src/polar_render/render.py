@@ -42,10 +42,11 @@ from .scene import FrameStructure, MitsubaScene, world_to_camera
 LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec. 709 luminance of linear RGB
 ZERO_S0 = 1e-8
 STREAM_SENSOR = 4  # randomize.rng_for stream of the sensor noise
-# stokes/intensity/dolp/aolp are Monte Carlo noise down to the last bits: zlib saves ~10-25 %
-# of their size for ~0.5 s per 640x480 sample (as long as the render); they are written
-# uncompressed. normals/depth/masks (mostly exact zeros) stay compressed.
-NOISY_TIFF_COMPRESS = False
+# stokes/intensity/dolp/aolp and the polarizer PNGs are Monte Carlo noise down to the last
+# bits: zlib saves ~10-25 % of the TIFFs and 6-9 % of the PNGs for ~0.5 s + 4 x 0.03 s of
+# CPU per 640x480 sample (about the render time); they are written uncompressed.
+# normals/depth/masks (mostly exact zeros or smooth) stay compressed.
+NOISY_COMPRESS = False
 
 
 @dataclass
@@ -83,13 +84,14 @@ def aov_products(aov: np.ndarray, frame: Frame, scene: MitsubaScene):
         part_mask[hit] = slot.part_id
     hit_any = sid > 0
     w2c = world_to_camera(frame)
-    pos = aov[..., 0:3].astype(np.float64)
-    depth = (pos @ w2c[2, :3] + w2c[2, 3])
-    depth = np.where(hit_any, depth, 0.0).astype(np.float32)
-    n = aov[..., 3:6].astype(np.float64) @ w2c[:3, :3].T
-    norm = np.linalg.norm(n, axis=-1, keepdims=True)
-    n = np.where(hit_any[..., None] & (norm > 0), n / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
-    return object_mask, part_mask, n, depth
+    # float32 throughout (the AOV pass is float32): depth to ~1e-7 m, normals to ~1e-7
+    pos = aov[..., 0:3]
+    depth = pos @ w2c[2, :3].astype(np.float32) + np.float32(w2c[2, 3])
+    depth = np.where(hit_any, depth, np.float32(0.0))
+    n = aov[..., 3:6] @ w2c[:3, :3].T.astype(np.float32)
+    norm = np.sqrt(np.einsum("...i,...i->...", n, n))[..., None]
+    n = np.where(hit_any[..., None] & (norm > 0), n / np.maximum(norm, np.float32(1e-12)), np.float32(0.0))
+    return object_mask, part_mask, n.astype(np.float32, copy=False), depth.astype(np.float32, copy=False)
 
 
 def _view(aov: np.ndarray, frame: Frame, scene: MitsubaScene) -> AovView:
@@ -109,6 +111,7 @@ def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str
     anomalies = anomalies or []
     t0 = time.perf_counter()
     scene.update(frame, swap_materials(appearance, anomalies))
+    t_update = time.perf_counter() - t0
     clean_view = None
     crop = scene.objects_bbox(frame) if anomalies else None  # anomalies live on the objects
     if crop is not None and (crop[2] <= crop[0] or crop[3] <= crop[1]):
@@ -123,6 +126,7 @@ def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str
     aov = scene.render_aov()
     t3 = time.perf_counter()
     amask, table = np.zeros(aov.shape[:2], np.uint16), []
+    t_masks = time.perf_counter()
     if crop is not None:
         x0, y0, x1, y1 = crop
         anom_view = _view(scene.render_aov(supersampled=True, crop=crop), frame, scene)
@@ -131,6 +135,7 @@ def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str
         amask[y0:y1, x0:x1] = sub
         for t in table:
             t["bbox"] = [t["bbox"][0] + x0, t["bbox"][1] + y0, t["bbox"][2] + x0, t["bbox"][3] + y0]
+    t_masks = time.perf_counter() - t_masks
     bad = ~np.isfinite(raw)
     nonfinite = int(bad.sum())
     if nonfinite:
@@ -139,7 +144,10 @@ def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str
     object_mask, part_mask, normals, depth = aov_products(aov, frame, scene)
     t4 = time.perf_counter()
     return SampleImages(stokes, channels, normals, depth, object_mask, part_mask, nonfinite,
-                        {"update_s": t1 - t0, "stokes_render_s": t2 - t1, "aov_render_s": t3 - t2, "post_s": t4 - t3},
+                        {"update_s": t1 - t0, "stokes_render_s": t2 - t1, "aov_render_s": t3 - t2, "post_s": t4 - t3,
+                         # parts of the above spent on anomalies (geometry/texture edits + clean
+                         # footprint pass; anomalous footprint pass + instance masks)
+                         "anomaly_apply_s": t1 - t0 - t_update, "anomaly_masks_s": t_masks},
                         amask, table)
 
 
@@ -167,7 +175,7 @@ def write_sample(dest: Path, images: SampleImages, meta: dict, sensor: dict) -> 
     h, w = st.shape[1:3]
     files = {}
     stokes_hwc = np.concatenate([st[k] for k in range(4)], axis=-1)
-    io.write_float_tiff(dest / "stokes.tiff", stokes_hwc, compress=NOISY_TIFF_COMPRESS)
+    io.write_float_tiff(dest / "stokes.tiff", stokes_hwc, compress=NOISY_COMPRESS)
     files["stokes"] = _entry("stokes.tiff", "float32", stokes_hwc.shape,
                              [f"S{k}.{c}" for k in range(4) for c in ch], "radiance (scene units, W m^-2 sr^-1 nm^-1 scale)",
                              reference_axis="image x (right)")
@@ -175,17 +183,17 @@ def write_sample(dest: Path, images: SampleImages, meta: dict, sensor: dict) -> 
     for angle, img in polarizer_images(st).items():
         dn = np.clip(np.rint(img * scale), 0, 65535).astype(np.uint16)
         name = f"pol{angle}"
-        io.write_png16(dest / f"{name}.png", dn[..., 0] if len(ch) == 1 else dn)
+        io.write_png16(dest / f"{name}.png", dn[..., 0] if len(ch) == 1 else dn, compress=NOISY_COMPRESS)
         files[name] = _entry(f"{name}.png", "uint16", dn.shape if len(ch) > 1 else dn.shape[:2], ch,
                              "DN = round(radiance * exposure_scale)", polarizer_deg=angle, exposure_scale=scale)
     s0 = _squeeze(st[0])
-    io.write_float_tiff(dest / "intensity.tiff", s0, compress=NOISY_TIFF_COMPRESS)
+    io.write_float_tiff(dest / "intensity.tiff", s0, compress=NOISY_COMPRESS)
     files["intensity"] = _entry("intensity.tiff", "float32", s0.shape, ch, "radiance (I_un = S0)")
     d = _squeeze(dolp(st, ZERO_S0))
-    io.write_float_tiff(dest / "dolp.tiff", d, compress=NOISY_TIFF_COMPRESS)
+    io.write_float_tiff(dest / "dolp.tiff", d, compress=NOISY_COMPRESS)
     files["dolp"] = _entry("dolp.tiff", "float32", d.shape, ch, "fraction in [0, 1]")
     a = _squeeze(aolp(st, ZERO_S0))
-    io.write_float_tiff(dest / "aolp.tiff", a, compress=NOISY_TIFF_COMPRESS)
+    io.write_float_tiff(dest / "aolp.tiff", a, compress=NOISY_COMPRESS)
     files["aolp"] = _entry("aolp.tiff", "float32", a.shape, ch,
                            "radians in [-pi/2, pi/2], from image x axis, counter-clockwise on screen")
     io.write_float_tiff(dest / "normals.tiff", images.normals)
