@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from polar_render.anomalies import Anomaly, displacement, sample_anomalies
+from polar_render.anomalies import CURVE_EXACT_MM, Anomaly, _curve_distance, displacement, sample_anomalies
 from polar_render.stain import (StainParams, brute_force_nearest, evaluate, jittered_centres,
                                 nearest_centre, perlin)
 
@@ -85,6 +85,24 @@ def test_scratch_and_chip_displacement():
     moved = v + displacement(v, c)
     assert np.allclose((moved[[0, 2]] - 1) @ (np.ones(3) / np.sqrt(3)), 0)   # on the cut plane
     assert np.array_equal(moved[1], v[1])
+
+
+def test_curve_distance_matches_brute_force():
+    """Scratch distance: exact (vs every segment, every point) up to CURVE_EXACT_MM, and a
+    lower bound beyond it that stays above CURVE_EXACT_MM (so thresholds below it are exact)."""
+    rng = np.random.default_rng(3)
+    sv = np.linspace(-6, 6, 64)
+    curve = np.c_[sv, sv**2 / 25, 0.3 * sv] + 1.0
+    p = rng.uniform(-15, 15, (20000, 3))
+    brute = np.full(len(p), np.inf)
+    for a, b in zip(curve[:-1], curve[1:]):
+        t = np.clip((p - a) @ (b - a) / ((b - a) @ (b - a)), 0, 1)
+        brute = np.minimum(brute, np.linalg.norm(p - (a + t[:, None] * (b - a)), axis=1))
+    d = _curve_distance(p, curve)
+    near = brute <= CURVE_EXACT_MM
+    assert near.sum() > 1000 and (~near).sum() > 1000
+    np.testing.assert_allclose(d[near], brute[near], atol=1e-12)
+    assert np.all(d[~near] > CURVE_EXACT_MM) and np.all(d[~near] <= brute[~near] + 1e-12)
 
 
 def test_dent_displacement_is_smooth_and_local():

@@ -227,16 +227,28 @@ def sample_anomalies(spec: dict, seed: int, index: int, slots, models_mm: dict) 
     return out
 
 
-def _curve_distance(p_mm: np.ndarray, curve_mm) -> np.ndarray:
-    """Distance (mm) from points to a polyline."""
-    q = np.asarray(curve_mm)
-    a, b = q[:-1], q[1:]
-    ab = b - a
-    best = np.full(len(p_mm), np.inf)
-    for k in range(len(a)):
-        t = np.clip(((p_mm - a[k]) @ ab[k]) / max(ab[k] @ ab[k], 1e-12), 0.0, 1.0)
-        best = np.minimum(best, np.linalg.norm(p_mm - (a[k] + t[:, None] * ab[k]), axis=1))
-    return best
+CURVE_EXACT_MM = 5.0    # _curve_distance is exact up to here; callers compare with <= w/2 + one mesh edge (~2 mm)
+
+
+def _curve_distance(p_mm: np.ndarray, curve_mm, exact_mm: float = CURVE_EXACT_MM) -> np.ndarray:
+    """Distance (mm) from points to a polyline: exact where it is <= ``exact_mm``; farther
+    points get a lower bound (their distance to the polyline's bounding box), also > ``exact_mm``.
+    Only points inside the box grown by ``exact_mm`` are measured segment by segment."""
+    p_mm = np.asarray(p_mm, np.float64)
+    q = np.asarray(curve_mm, np.float64)
+    lo, hi = q.min(0), q.max(0)
+    out = np.linalg.norm(p_mm - np.clip(p_mm, lo, hi), axis=1)     # distance to the box (lower bound)
+    near = np.flatnonzero(out <= exact_mm)
+    if near.size == 0:
+        return np.maximum(out, np.nextafter(exact_mm, np.inf))
+    pn = p_mm[near]
+    a, ab = q[:-1], q[1:] - q[:-1]
+    t = np.clip(np.einsum("pkj,kj->pk", pn[:, None, :] - a[None], ab) / np.maximum(np.einsum("kj,kj->k", ab, ab), 1e-12),
+                0.0, 1.0)                                               # (points, segments)
+    d = np.linalg.norm(pn[:, None, :] - (a[None] + t[..., None] * ab[None]), axis=2).min(1)
+    out = np.maximum(out, np.nextafter(exact_mm, np.inf))
+    out[near] = d
+    return out
 
 
 def region_excess(p_mm: np.ndarray, a: Anomaly) -> np.ndarray:

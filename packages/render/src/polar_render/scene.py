@@ -102,6 +102,9 @@ def ply_has_normals(path: Path) -> bool:
     return b"property float nx" in header or b"property double nx" in header
 
 
+MASK_TILE = 256   # sub-pixels per side of one supersampled mask window (render_aov)
+
+
 def intrinsics_to_mitsuba(K: np.ndarray, width: int, height: int) -> dict:
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     if abs(fx - fy) > SQUARE_PIXEL_RTOL * max(fx, fy) or abs(K[0, 1]) > 1e-9:
@@ -189,8 +192,10 @@ class MitsubaScene:
             d["ring"] = ring
             self.ring_keys.append("ring")
         if self.mask_ss > 1:  # exact rays on an s x s sub-pixel grid, for anomaly masks (anomalies.pool_mask)
+            # a MASK_TILE^2 window of that grid, moved over the crop by its principal point
+            # (render_aov): only the objects' bounding box is traced, with no recompilation
             d["mask_camera"] = {"type": "perspective", "fov_axis": "x", "fov": 45.0, "to_world": ident,
-                                "film": {**film, "width": width * self.mask_ss, "height": height * self.mask_ss},
+                                "film": {**film, "width": MASK_TILE, "height": MASK_TILE},
                                 "sampler": {"type": "stratified", "sample_count": 1, "jitter": False}}
         mats = {(p["instance"], p["part"]): p for p in first["parts"]}
         # Water-stain textures on every stain-capable part, always (disabled when a sample
@@ -279,13 +284,11 @@ class MitsubaScene:
         ss = self.mask_ss
         Ks = frame.K * [[ss, 1, ss], [1, ss, ss], [1, 1, 1]]
         Ks[0, 2], Ks[1, 2] = (frame.K[0, 2] + 0.5) * ss - 0.5, (frame.K[1, 2] + 0.5) * ss - 0.5
-        intr_ss = intrinsics_to_mitsuba(Ks, frame.width * ss, frame.height * ss)
-        cams = (("camera", intr), ("aov_camera", intr)) + ((("mask_camera", intr_ss),) if ss > 1 else ())
-        for cam, it in cams:
+        self._K_ss = Ks    # the sub-pixel grid's intrinsics; mask_camera windows are set in render_aov
+        for cam in ("camera", "aov_camera"):
+            self._set_intrinsics(cam, intr)
+        for cam in ("camera", "aov_camera") + (("mask_camera",) if ss > 1 else ()):
             p[f"{cam}.to_world"] = c2w
-            p[f"{cam}.x_fov"] = it["fov"]
-            p[f"{cam}.principal_point_offset_x"] = it["principal_point_offset_x"]
-            p[f"{cam}.principal_point_offset_y"] = it["principal_point_offset_y"]
         self.poses = {k + 1: object_to_world(frame, k) for k in range(len(frame.objects))}
         mats = {(m["instance"], m["part"]): m for m in appearance["parts"]}
         self.set_geometry({s.key: None for s in self.structure.slots if s.is_extra}, update=False)
@@ -355,19 +358,42 @@ class MitsubaScene:
         img = self.mi.render(self.scene, sensor=self.camera_index, seed=int(seed), spp=self.spp)
         return np.array(img, dtype=np.float32)
 
+    def _set_intrinsics(self, cam: str, intr: dict) -> None:
+        p = self.params
+        p[f"{cam}.x_fov"] = intr["fov"]
+        p[f"{cam}.principal_point_offset_x"] = intr["principal_point_offset_x"]
+        p[f"{cam}.principal_point_offset_y"] = intr["principal_point_offset_y"]
+
     def render_aov(self, supersampled: bool = False, crop: tuple | None = None) -> np.ndarray:
         """(H, W, 7) float32: world position (3), shading normal (3), shape registry id (1);
         one ray through each pixel centre, box filter, so values are exact per pixel.
-        ``supersampled``: the same on the (H*s, W*s) sub-pixel grid of the mask camera;
-        ``crop``: (x0, y0, x1, y1) in pixels, only that region is copied out."""
-        sensor = self.mask_index if supersampled else self.aov_index
-        img = self.mi.render(self.scene, sensor=sensor, integrator=self.aov_integrator, seed=0, spp=1)
-        img = np.array(img, dtype=np.float32)
-        if crop is not None:  # cropped in numpy: slicing the Dr.Jit tensor compiles per crop size
-            s = self.mask_ss if supersampled else 1
-            x0, y0, x1, y1 = crop
-            img = img[y0 * s:y1 * s, x0 * s:x1 * s]
-        return img
+        ``supersampled``: the same on the (H*s, W*s) sub-pixel grid (s = mask_ss);
+        ``crop``: (x0, y0, x1, y1) in pixels, only that region is returned (and, supersampled,
+        only that region is traced: MASK_TILE^2 windows of the grid, each a camera whose
+        principal point is shifted by the window's origin; opaque parameters, one kernel)."""
+        mi = self.mi
+        if not supersampled or self.mask_ss == 1:
+            img = mi.render(self.scene, sensor=self.aov_index, integrator=self.aov_integrator, seed=0, spp=1)
+            img = np.array(img, dtype=np.float32)
+            if crop is not None:  # cropped in numpy: slicing the Dr.Jit tensor compiles per crop size
+                x0, y0, x1, y1 = crop
+                img = img[y0:y1, x0:x1]
+            return img
+        s, T = self.mask_ss, MASK_TILE
+        x0, y0, x1, y1 = crop if crop is not None else (0, 0, self.width, self.height)
+        X0, Y0, X1, Y1 = x0 * s, y0 * s, x1 * s, y1 * s
+        out = np.empty((Y1 - Y0, X1 - X0, 7), np.float32)
+        for oy in range(Y0, Y1, T):
+            for ox in range(X0, X1, T):
+                K = self._K_ss.copy()
+                K[0, 2] -= ox
+                K[1, 2] -= oy
+                self._set_intrinsics("mask_camera", intrinsics_to_mitsuba(K, T, T))
+                self.params.update()
+                img = mi.render(self.scene, sensor=self.mask_index, integrator=self.aov_integrator, seed=0, spp=1)
+                h, w = min(T, Y1 - oy), min(T, X1 - ox)
+                out[oy - Y0:oy - Y0 + h, ox - X0:ox - X0 + w] = np.array(img, dtype=np.float32)[:h, :w]
+        return out
 
     def objects_bbox(self, frame: Frame, margin: int = 2) -> tuple[int, int, int, int]:
         """Pixel box (x0, y0, x1, y1) holding the projections of every part (spare copies

@@ -107,6 +107,10 @@ def perlin_where_needed(points_mm: np.ndarray, sp: StainParams, margin_mm: float
     Algorithm 1 is unchanged and most ``pnoise3`` calls are saved."""
     p = np.asarray(points_mm, np.float64)
     d, _ = nearest_centre(p, sp)
+    return _perlin_near(p, d, sp, margin_mm)
+
+
+def _perlin_near(p: np.ndarray, d: np.ndarray, sp: StainParams, margin_mm: float = 0.0) -> np.ndarray:
     near = d <= sp.radius_mm + abs(sp.amplitude_mm) + margin_mm
     out = np.zeros(len(p))
     if near.any():
@@ -116,8 +120,9 @@ def perlin_where_needed(points_mm: np.ndarray, sp: StainParams, margin_mm: float
 
 def evaluate(points_mm: np.ndarray, sp: StainParams, noise_values: np.ndarray | None = None):
     """Algorithm 1 at model-frame points: (inside, d_hat, centre index, reflectance delta)."""
-    n = perlin_where_needed(points_mm, sp) if noise_values is None else noise_values
-    d, idx = nearest_centre(points_mm, sp)
+    p = np.asarray(points_mm, np.float64)
+    d, idx = nearest_centre(p, sp)
+    n = _perlin_near(p, d, sp) if noise_values is None else noise_values
     r_eff = sp.radius_mm + n * sp.amplitude_mm
     inside = (idx >= 0) & (r_eff > 0) & (d <= r_eff)
     d_hat = np.where(inside, d / np.where(r_eff > 0, r_eff, 1.0), 0.0)
