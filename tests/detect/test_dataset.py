@@ -221,3 +221,74 @@ def test_bad_input(render, tmp_path, capsys):
     with pytest.raises(DatasetError, match="empty train split"):
         build_from_renders([render], tmp_path / "out", "dolp", train_ratio=0.1, progress=False)
     _no_leftovers(tmp_path, "out")
+
+
+def test_impurities_as_normal_variation(render, tmp_path):
+    """--impurities normal (Sequential PatchCore): label 1 iff a defect; mask = defect pixels only;
+    a stain-only sample is normal, keeps its instance mask and may be used for training."""
+    src = copy_render(render, tmp_path / "stained")
+    add_anomalies(src / "samples" / "000005", [(1, "water_stain", "impurity", (5, 5, 20, 15))])
+    default, _ = build_from_renders([src], tmp_path / "a", "intensity", progress=False)
+    assert next(s for s in default["samples"] if s["id"] == "000005")["label"] == 1
+    m, _ = build_from_renders([src], tmp_path / "n", "intensity", train_ratio=1.0, progress=False,
+                              impurities="normal")
+    by_id = {s["id"]: s for s in m["samples"]}
+    s5 = by_id["000005"]
+    assert s5["label"] == 0 and s5["split"] == "train" and s5["mask"] is None
+    assert s5["instance_mask"] and s5["classes"] == ["water_stain"]
+    assert {i for i, s in by_id.items() if s["label"]} == {"000001", "000003", "000004"}
+    assert m["labels"] == {"impurities": "normal"} and m["classes"]["water_stain"] == "impurity"
+    from polar_render.io import read_png
+
+    mask = read_png(tmp_path / "n" / by_id["000003"]["mask"]) > 0     # stain (0..12 x 0..10) + dent
+    expected = np.zeros((48, 64), bool)
+    expected[30:46, 40:60] = True
+    assert (mask == expected).all()
+    assert cli(["build", "--render", str(src), "--out", str(tmp_path / "c"), "--modalities", "dolp",
+                "--impurities", "normal", "--no-progress"]) == 0
+    with pytest.raises(SystemExit):       # argparse choices
+        cli(["build", "--render", str(src), "--out", str(tmp_path / "d"), "--impurities", "maybe"])
+    with pytest.raises(DatasetError, match="impurities must be one of"):
+        build_from_renders([src], tmp_path / "e", "intensity", impurities="maybe", progress=False)
+
+
+def test_from_mosaic_matches_exact_images(tmp_path):
+    """--from-mosaic reads the renderer's DoFP raw mosaic back: with a noise-free, unclipped
+    sensor the demosaiced modalities agree with the exact ones up to interpolation error."""
+    from polar_render.config import load_scene, write_scene_variant
+    from polar_render.pipeline import RenderRequest, run
+
+    sensor = dict(load_scene("usb_brick").raw.get("sensor") or {})
+    sensor["dofp"] = {"enabled": True, "shot_noise": False, "read_noise_e": 0.0, "bit_depth": 16,
+                      "full_well_e": 1e7, "exposure_e_per_radiance": 1e5}
+    scene = write_scene_variant(tmp_path / "dofp.yaml", "usb_brick", sensor=sensor)
+    render = tmp_path / "render"
+    summary = run(RenderRequest(scene=str(scene), out=render, n=2, res=(64, 48), spp=2, progress=False))
+    assert not summary.failed, summary.failed
+    mods = "intensity,pol0,dolp,aolp"
+    exact, _ = build_from_renders([render], tmp_path / "exact", mods, train_ratio=1.0, progress=False)
+    mosaic, _ = build_from_renders([render], tmp_path / "mosaic", mods, train_ratio=1.0, progress=False,
+                                   from_mosaic=True)
+    assert mosaic["images"].startswith("DoFP") and exact["images"] == "exact Stokes"
+    assert mosaic["modalities"]["aolp"]["channels"] == exact["modalities"]["aolp"]["channels"]
+    import tifffile
+
+    for s in exact["samples"]:
+        for mod in ("intensity", "pol0"):
+            a = tifffile.imread(tmp_path / "exact" / s["files"][mod])
+            b = tifffile.imread(tmp_path / "mosaic" / s["files"][mod])
+            assert a.shape == b.shape
+            assert abs(b.mean() / a.mean() - 1) < 0.05, (mod, a.mean(), b.mean())   # radiance units kept
+    scale_ratio = mosaic["modalities"]["intensity"]["scale"] / exact["modalities"]["intensity"]["scale"]
+    assert 0.5 < scale_ratio < 1.5
+    with pytest.raises(DatasetError, match="'normals' cannot be computed from a DoFP mosaic"):
+        build_from_renders([render], tmp_path / "n", "intensity,normals", from_mosaic=True, progress=False)
+    plain = copy_render(render, tmp_path / "plain")
+    for d in (plain / "samples").iterdir():
+        clear_anomalies(d)
+        meta = json.loads((d / "meta.json").read_text())
+        del meta["files"]["raw_mosaic"]
+        (d / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=r"000000/meta.json: the sample has no raw_mosaic"):
+        build_from_renders([plain], tmp_path / "p", "intensity", train_ratio=1.0, from_mosaic=True,
+                           progress=False)

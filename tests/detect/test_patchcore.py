@@ -162,6 +162,12 @@ def test_cli_train_predict_contract(tmp_path, monkeypatch, extractors):
     assert set(p) >= {"dataset", "manifest_sha256", "threshold", "maps"}
     m = tifffile.imread(pred / p["maps"]["test_00000"])
     assert m.dtype == np.float32 and m.shape == (64, 64)
+    both = tmp_path / "pred_both"                             # val entries beside test: evaluate's threshold
+    assert main(["predict", "--model", str(model), "--data", str(data), "--out", str(both), "--split", "test,val",
+                 "--quiet"]) == 0
+    q = json.loads((both / "predictions.json").read_text())
+    assert q["split"] == "test" and len(q["scores"]) == 9 and "val_00003" in q["maps"]
+    assert {k: q["scores"][k] for k in p["scores"]} == p["scores"]
     assert main(["predict", "--model", str(tmp_path / "missing.safetensors"), "--data", str(data),
                  "--out", str(pred), "--quiet"]) == 2
     assert main(["train", "--data", str(tmp_path / "nodata"), "--out", str(model), "--quiet"]) == 2

@@ -2,6 +2,7 @@
 
     build         --render DIR [--render DIR ...] --out DATA [--modalities intensity,aolp,dolp,normals]
                   [--seed 0] [--train-ratio 0.8] [--val-fraction 0.2] [--name NAME] [--overwrite]
+                  [--impurities anomalous|normal] [--from-mosaic]
     verify        DATA                      recompute every sha256 (exit 1 on a mismatch)
     export-mvtec  --data DATA --out DIR [--modalities ...] [--category NAME] [--overwrite]
     import-mvtec  --src CATEGORY_DIR --out DATA [--seed 0] [--val-fraction 0] [--overwrite]
@@ -37,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--train-ratio", type=float, default=0.8, help="fraction of normal samples for train")
     b.add_argument("--val-fraction", type=float, default=0.2, help="fraction of held-out/anomalous samples for val")
     b.add_argument("--name")
+    b.add_argument("--impurities", choices=("anomalous", "normal"), default="anomalous",
+                   help="impurity instances (water stains): anomalous (label 1, in the mask), or normal "
+                        "variation (Sequential PatchCore: label 1 iff a defect; mask = defect pixels only)")
+    b.add_argument("--from-mosaic", action="store_true",
+                   help="compute the polarization modalities from the simulated DoFP raw_mosaic.png "
+                        "(scene sensor.dofp.enabled) as import-polar does for a real capture")
 
     v = sub.add_parser("verify", help="check every file against the manifest's sha256")
     v.add_argument("data")
@@ -80,7 +87,8 @@ def main(argv=None) -> int:
             from .build import build_from_renders
 
             _, line = build_from_renders(args.render, args.out, args.modalities, args.seed, args.train_ratio,
-                                         args.val_fraction, args.name, args.overwrite, progress)
+                                         args.val_fraction, args.name, args.overwrite, progress,
+                                         impurities=args.impurities, from_mosaic=args.from_mosaic)
         elif args.cmd == "verify":
             from .manifest import read_manifest, verify
 

@@ -5,6 +5,18 @@ section 1). A sample is anomalous (label 1) iff ``meta["anomalies"]`` is non-emp
 its ``anomaly_mask`` (uint16 instance ids) becomes the instance mask, ``> 0`` the binary
 mask, and the table gives each instance's class and kind (defect | impurity).
 
+``impurities="normal"`` (Sequential PatchCore: water stains are normal variation, not
+defects): a sample is anomalous iff it has a *defect* instance and the binary mask covers
+defect pixels only; impurity instances stay in the instance mask and table (so
+``polar_detect.evaluate`` reports the share of flagged impurities as ``mR_DW_impurity``),
+and a stain-only sample is a normal sample that may go to the train split.
+
+``from_mosaic=True``: the polarization modalities (intensity, pol*, stokes, dolp, aolp) are
+computed from the render's simulated DoFP raw mosaic (``raw_mosaic.png``, scene
+``sensor.dofp.enabled: true``) exactly as ``import-polar --mode mosaic`` treats a real
+capture (bilinear demosaicing per angle, per colour channel), converted back to radiance
+with the sensor's ``radiance_per_dn``; ``normals`` cannot be measured and is refused.
+
 Splits (deterministic from ``seed``; ids sorted before shuffling with
 ``numpy.random.default_rng(seed)``, so file-system order does not matter):
 
@@ -32,6 +44,7 @@ from .encodings import DatasetError
 from .writer import DatasetWriter, split_counts
 
 KINDS = ("defect", "impurity")
+IMPURITY_MODES = ("anomalous", "normal")
 
 
 # -- reading renders ----------------------------------------------------------------------
@@ -91,6 +104,29 @@ def read_modality(sample_dir: Path, meta: dict, modality: str) -> np.ndarray:
     if modality == "aolp":
         return enc.encode_aolp(_read(_file(sample_dir, meta, "aolp")))
     return enc.as_hwc(_read(_file(sample_dir, meta, modality)))
+
+
+def read_mosaic_modalities(sample_dir: Path, meta: dict, modalities) -> dict[str, np.ndarray]:
+    """Modalities of a render sample computed from its simulated DoFP mosaic (module docstring)."""
+    from .polar_capture import CAPTURE_MODALITIES, demosaic, polar_modalities
+
+    bad = [m for m in modalities if m not in CAPTURE_MODALITIES]
+    if bad:
+        raise DatasetError(f"modality {bad[0]!r} cannot be computed from a DoFP mosaic; "
+                           f"choose from {', '.join(CAPTURE_MODALITIES)}")
+    if "raw_mosaic" not in meta.get("files", {}):
+        raise DatasetError(f"{sample_dir / 'meta.json'}: the sample has no raw_mosaic (render the scene with "
+                           f"sensor.dofp.enabled: true, or build without --from-mosaic)")
+    path = _file(sample_dir, meta, "raw_mosaic")
+    sensor = meta["files"]["raw_mosaic"].get("sensor") or {}
+    if "radiance_per_dn" not in sensor:
+        raise DatasetError(f"{sample_dir / 'meta.json'}: files.raw_mosaic.sensor lacks radiance_per_dn")
+    raw = _read(path)
+    planes = [raw] if raw.ndim == 2 else [raw[..., c] for c in range(raw.shape[-1])]
+    per_channel = [demosaic(p, sensor.get("layout", "90,45,135,0")) for p in planes]
+    per_dn = float(sensor["radiance_per_dn"])
+    pol = {a: np.stack([c[a] for c in per_channel], axis=-1) * np.float32(per_dn) for a in enc.POL_ANGLES}
+    return polar_modalities(pol, modalities)
 
 
 def read_anomalies(sample_dir: Path, meta: dict) -> tuple[np.ndarray | None, list[dict]]:
@@ -155,13 +191,23 @@ def assign_splits(normal: list[str], anomalous: list[str], seed: int, train_rati
 
 
 # -- build --------------------------------------------------------------------------------
+def is_anomalous(anomalies: list[dict], impurities: str = "anomalous") -> bool:
+    """Label of a sample from its anomaly table (see the module docstring for ``impurities``)."""
+    if impurities == "normal":
+        return any(a.get("kind") != "impurity" for a in anomalies)
+    return bool(anomalies)
+
+
 def build_from_renders(renders: list[str | Path], out: str | Path, modalities, seed: int = 0,
                        train_ratio: float = 0.8, val_fraction: float = 0.2, name: str | None = None,
-                       overwrite: bool = False, progress: bool = True) -> tuple[dict, str]:
+                       overwrite: bool = False, progress: bool = True, impurities: str = "anomalous",
+                       from_mosaic: bool = False) -> tuple[dict, str]:
     """Build ``out`` from render runs; returns (manifest, one-line summary)."""
     from tqdm import tqdm
 
     mods = enc.check_modalities(modalities)
+    if impurities not in IMPURITY_MODES:
+        raise DatasetError(f"impurities must be one of {IMPURITY_MODES}, got {impurities!r}")
     renders = [Path(r) for r in renders]
     if not renders:
         raise DatasetError("no render directory given")
@@ -170,7 +216,7 @@ def build_from_renders(renders: list[str | Path], out: str | Path, modalities, s
         for d in list_render_samples(r):
             meta = read_meta(d)
             sid = d.name if len(renders) == 1 else f"r{k}_{d.name}"
-            entries.append((sid, k, d, meta, int(bool(meta.get("anomalies")))))
+            entries.append((sid, k, d, meta, int(is_anomalous(meta.get("anomalies") or [], impurities))))
     splits = assign_splits([e[0] for e in entries if not e[4]], [e[0] for e in entries if e[4]],
                            seed, train_ratio, val_fraction)
     colour = colour_channels(entries[0][3])
@@ -183,9 +229,14 @@ def build_from_renders(renders: list[str | Path], out: str | Path, modalities, s
                                             disable=not progress, file=sys.stderr):
             if colour_channels(meta) != colour:
                 raise DatasetError(f"{d / 'meta.json'}: colour channels {colour_channels(meta)} differ from {colour}")
-            arrays = {m: read_modality(d, meta, m) for m in mods}
-            if need_scale and splits[sid] == "train":
-                s0 = arrays["intensity"] if "intensity" in arrays else read_modality(d, meta, "intensity")
+            scaled = need_scale and splits[sid] == "train"  # its S0 goes into the intensity scale
+            wanted = mods + ["intensity"] if scaled and "intensity" not in mods else mods
+            if from_mosaic:
+                arrays = read_mosaic_modalities(d, meta, wanted)
+            else:
+                arrays = {m: read_modality(d, meta, m) for m in wanted}
+            if scaled:
+                s0 = arrays["intensity"] if "intensity" in mods else arrays.pop("intensity")
                 s0_values.append(enc.subsample(s0))
             inst, table = read_anomalies(d, meta)
             shape = next(iter(arrays.values())).shape[:2]
@@ -196,8 +247,11 @@ def build_from_renders(renders: list[str | Path], out: str | Path, modalities, s
                 if classes.setdefault(a["class"], a["kind"]) != a["kind"]:
                     raise DatasetError(f"{d / 'meta.json'}: class {a['class']!r} is {a['kind']} here but "
                                        f"{classes[a['class']]} elsewhere")
+            mask = None if inst is None else inst > 0
+            if inst is not None and impurities == "normal":
+                mask = np.isin(inst, [a["id"] for a in table if a["kind"] != "impurity"]) if label else None
             w.add(sid, splits[sid], label, str(renders[k].resolve()), arrays,
-                  mask=None if inst is None else inst > 0, instance_mask=inst, instances=table,
+                  mask=mask, instance_mask=inst, instances=table,
                   classes=[a["class"] for a in table], source_sample=f"samples/{d.name}",
                   render_index=meta.get("index"))
         scale = enc.robust_scale(np.concatenate(s0_values)) if s0_values else 1.0
@@ -206,6 +260,8 @@ def build_from_renders(renders: list[str | Path], out: str | Path, modalities, s
         modal = {m: enc.modality_entry(m, colour, scale, src, units[m]) for m in mods}
         manifest = w.finish(modal, classes, source_kind="render", renders=[str(r.resolve()) for r in renders],
                             split_params={"train_ratio": train_ratio, "val_fraction": val_fraction},
+                            labels={"impurities": impurities},
+                            images="DoFP raw mosaic, bilinear demosaicing" if from_mosaic else "exact Stokes",
                             colour_channels=colour)
     line = (f"{len(manifest['samples'])} samples ({split_counts(manifest['samples'])}), "
             f"modalities {','.join(mods)}, {len(classes)} classes -> {out}")

@@ -4,7 +4,7 @@
             [--coreset-size N | --ratio R] [--epochs E] [--early-stop] [--augment]
   meld      --models A B [...] --coreset-size N --out MODEL [--data DIR (recalibrate)]
   finetune  --model MODEL --data DIR --out MODEL [--epochs E] [--augment]
-  predict   --model MODEL --data DIR --out PRED_DIR [--split test]
+  predict   --model MODEL --data DIR --out PRED_DIR [--split test[,val]]
 
 The model file holds the extractor config; predict writes README section 4's format.
 Bad input -> exit 2 with a message naming the file.
@@ -142,7 +142,11 @@ def cmd_predict(args):
         model.batch_size = args.batch_size
     # default: the resolution the model was trained at (patch scale must match training)
     size = args.size if args.size is not None else model.info.get("size")
-    ds = _dataset(args.data, args.split, args.modality, _size(size))
+    # "test,val": one predictions.json, split "test"; the val entries beside it are what
+    # polar_detect.evaluate uses to choose the pixel threshold
+    splits = [s.strip() for s in args.split.split(",") if s.strip()]
+    if not splits:
+        raise InputError(f"--split: no split named in {args.split!r}")
     out = Path(args.out)
     (out / "maps").mkdir(parents=True, exist_ok=True)
     manifest = Path(args.data) / "manifest.json"
@@ -150,24 +154,26 @@ def cmd_predict(args):
     # maps are written at the dataset's native resolution (README section 4): scoring runs
     # at the training size, then each map is resized bilinearly to its sample's size
     import torch.nn.functional as F
-    native = _dataset(args.data, args.split, args.modality, None) if size is not None else None
-    native_hw = {str(native[k]["id"]): tuple(native[k]["mask"].shape[-2:]) for k in range(len(native))} \
-        if native is not None else {}
-    for it, s, m in model.predict_dataset(ds, progress=not args.quiet):
-        sid = str(it["id"])
-        hw = native_hw.get(sid)
-        if hw is not None and tuple(m.shape[-2:]) != hw:
-            m = F.interpolate(m.reshape(1, 1, *m.shape[-2:]).float(), size=hw, mode="bilinear",
-                              align_corners=False)[0, 0]
-        tifffile.imwrite(out / "maps" / f"{sid}.tiff", m.numpy().astype(np.float32))
-        scores[sid] = s
-        maps[sid] = f"maps/{sid}.tiff"
+    for split in splits:
+        ds = _dataset(args.data, split, args.modality, _size(size))
+        native = _dataset(args.data, split, args.modality, None) if size is not None else None
+        native_hw = {str(native[k]["id"]): tuple(native[k]["mask"].shape[-2:]) for k in range(len(native))} \
+            if native is not None else {}
+        for it, s, m in model.predict_dataset(ds, progress=not args.quiet):
+            sid = str(it["id"])
+            hw = native_hw.get(sid)
+            if hw is not None and tuple(m.shape[-2:]) != hw:
+                m = F.interpolate(m.reshape(1, 1, *m.shape[-2:]).float(), size=hw, mode="bilinear",
+                                  align_corners=False)[0, 0]
+            tifffile.imwrite(out / "maps" / f"{sid}.tiff", m.numpy().astype(np.float32))
+            scores[sid] = s
+            maps[sid] = f"maps/{sid}.tiff"
     name = args.name or MODEL_NAMES.get(model.method, model.method)
     pred = {"model": name, "dataset": str(manifest),
             "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
-            "split": args.split, "threshold": model.threshold, "scores": scores, "maps": maps}
+            "split": splits[0], "threshold": model.threshold, "scores": scores, "maps": maps}
     (out / "predictions.json").write_text(json.dumps(pred, indent=1))
-    print(f"predicted {len(scores)} {args.split} images with {name}; wrote {out / 'predictions.json'}")
+    print(f"predicted {len(scores)} {'+'.join(splits)} images with {name}; wrote {out / 'predictions.json'}")
 
 
 def build_parser():
@@ -209,7 +215,9 @@ def build_parser():
     p = sub.add_parser("predict")
     _common(p)
     p.add_argument("--model", required=True)
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test",
+                   help="split to predict, or a list: 'test,val' also scores val in the same file "
+                        "(predictions.json 'split' = the first; evaluate takes its threshold from val)")
     p.add_argument("--out", required=True, help="predictions directory")
     p.add_argument("--name", default=None, help="model name in predictions.json")
     return ap
