@@ -251,14 +251,16 @@ def _curve_distance(p_mm: np.ndarray, curve_mm, exact_mm: float = CURVE_EXACT_MM
     return out
 
 
-def region_excess(p_mm: np.ndarray, a: Anomaly) -> np.ndarray:
+def region_excess(p_mm: np.ndarray, a: Anomaly, exact_mm: float = CURVE_EXACT_MM) -> np.ndarray:
     """How far (mm) model-frame points lie outside the region a surface anomaly moves
     (<= 0 inside): ball of radius R (dent, bump), band of half-width w/2 around the curve
-    (scratch), half-space beyond the cut plane (chip)."""
+    (scratch), half-space beyond the cut plane (chip). Exact up to ``exact_mm`` outside;
+    beyond that, scratch values are lower bounds (still > ``exact_mm``)."""
     if a.cls in ("dent", "bump"):
         return np.linalg.norm(p_mm - np.asarray(a.params["centre_mm"]), axis=1) - a.params["radius_mm"]
     if a.cls == "scratch":
-        return _curve_distance(p_mm, a.params["curve_mm"]) - a.params["width_mm"] / 2
+        half = a.params["width_mm"] / 2
+        return _curve_distance(p_mm, a.params["curve_mm"], exact_mm + half) - half
     if a.cls == "chip":
         return -(p_mm - np.asarray(a.params["plane_point_mm"])) @ np.asarray(a.params["normal"])
     raise ValueError(a.cls)
@@ -275,7 +277,8 @@ def displacement(v_mm: np.ndarray, a: Anomaly) -> np.ndarray:
         over = np.maximum((v_mm - np.asarray(a.params["plane_point_mm"])) @ n, 0.0)
         return -over[:, None] * n[None, :]
     if a.cls == "scratch":
-        r = _curve_distance(v_mm, a.params["curve_mm"]) / (a.params["width_mm"] / 2)
+        half = a.params["width_mm"] / 2
+        r = _curve_distance(v_mm, a.params["curve_mm"], exact_mm=1.01 * half) / half   # only r < 1 matters
     else:
         r = np.linalg.norm(v_mm - np.asarray(a.params["centre_mm"]), axis=1) / a.params["radius_mm"]
     w = np.where(r < 1.0, (1.0 - r**2) ** 2, 0.0)
@@ -414,7 +417,8 @@ def instance_masks(anomalies: list[Anomaly], slots, anom: AovView, clean: AovVie
                 sel = np.isin(view.slot, ids)
                 pts = _model_points(view, sel, poses[a.instance])
                 # plus one edge: shading normals of the first vertex ring outside change too
-                near = region_excess(pts, a) <= a.params.get("ring_mm", 0.0) + 0.01
+                reach = a.params.get("ring_mm", 0.0) + 0.01
+                near = region_excess(pts, a, exact_mm=reach + 0.1) <= reach
                 region[np.nonzero(sel)[0][near], np.nonzero(sel)[1][near]] = True
             add(a, differs & region, {"part": a.params["part"]})
         elif a.cls == "swapped":
