@@ -1,6 +1,6 @@
 """Render benchmark (``make bench``): layout, end-to-end pipeline and raw ``mi.render`` side by side.
 
-Run as ``python -m polar_render.bench [--n 6] [--spp 16] [--res 640x480] [--json PATH]``.
+Run as ``python -m polar_render.bench [--n 10] [--spp 16] [--res 640x480] [--json PATH]``.
 
 What is measured, all in one process on the same machine:
 
@@ -269,12 +269,12 @@ def _fmt(s: float) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="polar_render.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--scene", default="usb_brick")
-    ap.add_argument("--n", type=int, default=6, help="samples rendered end to end (>= 2; the first is reported apart)")
+    ap.add_argument("--n", type=int, default=10, help="samples rendered end to end (>= 2; the first is reported apart)")
     ap.add_argument("--spp", type=int, default=16)
     ap.add_argument("--res", default="640x480")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--layout-scenes", type=int, default=8)
-    ap.add_argument("--raw-repeats", type=int, default=5)
+    ap.add_argument("--raw-repeats", type=int, default=7)
     ap.add_argument("--variant", default=None, help="Mitsuba variant (default: scene file / auto)")
     ap.add_argument("--json", default=None, help="also write the results as JSON to this path")
     args = ap.parse_args(argv)
