@@ -227,8 +227,9 @@ def test_objects_rest_on_the_support(bproc_render):
         pts_cam = np.asarray(model.vertices) @ obj.R_m2c.T + obj.t_m2c_mm
         pts_world = (pts_cam - f.t_w2c_mm) @ f.R_w2c       # mm, z up
         assert -0.5 < pts_world[:, 2].min() < 2.0, pts_world[:, 2].min()    # on the ground plane (margin)
-        dist = np.linalg.norm(f.t_w2c_mm)  # camera centre distance from the world origin, roughly the shell
-        assert 380 < np.linalg.norm(-f.R_w2c.T @ f.t_w2c_mm - pts_world.mean(0)) < 510, dist
+        # camera centre on the 0.40-0.49 m shell around the objects (look-at jitter, mean vs POI)
+        dist = np.linalg.norm(-f.R_w2c.T @ f.t_w2c_mm - pts_world.mean(0))
+        assert 380 < dist < 510, dist
 
 
 @pytest.mark.slow

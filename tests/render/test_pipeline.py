@@ -412,3 +412,20 @@ def test_scene_config_errors(tmp_path, case):
 def test_plain_scene_loads(tmp_path):
     cfg = load_scene(_scene_file(tmp_path, PLAIN_SCENE + OBJ % (MESH, "default")))
     assert cfg.name == "plain" and cfg.objects[1].parts[0].mesh == Path(MESH)
+
+
+def test_scene_variant_dotted_overrides(tmp_path):
+    """write_scene_variant(dotted=...): nested keys set or removed, the rest unchanged; a
+    path through a non-mapping is refused naming the scene file."""
+    from polar_render.config import SceneConfigError, load_scene, write_scene_variant
+
+    base = load_scene("usb_brick").raw
+    dest = write_scene_variant(tmp_path / "v.yaml", "usb_brick",
+                               dotted={"anomalies.classes.dent": None, "sensor.dofp.enabled": True,
+                                       "anomalies.probability": 1.0})
+    raw = load_scene(dest).raw
+    assert "dent" not in raw["anomalies"]["classes"] and "bump" in raw["anomalies"]["classes"]
+    assert raw["anomalies"]["probability"] == 1.0 and raw["sensor"]["dofp"] == {"enabled": True}
+    assert raw["layout"] == base["layout"] and raw["materials"] == base["materials"]
+    with pytest.raises(SceneConfigError, match=r"scene\.yaml: cannot set render\.spp\.x: 'spp' is not a mapping"):
+        write_scene_variant(tmp_path / "w.yaml", "usb_brick", dotted={"render.spp.x": 1})

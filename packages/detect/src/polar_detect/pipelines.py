@@ -25,7 +25,6 @@ holding the command it ran; a step whose marker exists is skipped, so a rerun re
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import re
 import shlex
@@ -89,20 +88,7 @@ def write_scenes(scenes: dict, out: Path) -> None:
     from polar_render.config import load_scene, write_scene_variant
 
     for name, (base, overrides) in scenes.items():
-        raw = copy.deepcopy(load_scene(base).raw)
-        for dotted, value in overrides.items():
-            *parents, leaf = dotted.split(".")
-            node = raw
-            for p in parents:
-                node = node.setdefault(p, {})
-                if not isinstance(node, dict):
-                    raise ValueError(f"scenes.{name}.set.{dotted}: {p!r} is not a mapping in {base}")
-            if value is None:
-                node.pop(leaf, None)
-            else:
-                node[leaf] = value
-        top = {d.split(".")[0] for d in overrides}
-        dest = write_scene_variant(out / "scenes" / f"{name}.yaml", base, **{k: raw.get(k) for k in top})
+        dest = write_scene_variant(out / "scenes" / f"{name}.yaml", base, dotted=overrides)
         load_scene(dest)  # a bad override fails here, naming the file
         print(f"= scene {name}: {dest}", flush=True)
 

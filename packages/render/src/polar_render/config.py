@@ -207,9 +207,12 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
                        background=merged["background"], sensor=sensor, render=merged["render"], raw=merged)
 
 
-def write_scene_variant(dest: str | os.PathLike, scene: str | os.PathLike = "usb_brick", **overrides) -> Path:
+def write_scene_variant(dest: str | os.PathLike, scene: str | os.PathLike = "usb_brick",
+                        dotted: dict | None = None, **overrides) -> Path:
     """Write a copy of a scene file to ``dest`` (a .yaml path) with top-level keys replaced
     (``None`` removes a key) and mesh paths made absolute, so it loads from anywhere.
+    ``dotted`` then sets nested keys, ``{"anomalies.classes.dent": None, "sensor.dofp.enabled":
+    True}`` (missing mappings on the way are created; ``None`` removes the leaf).
     Keys keep their order: part order is draw order (``randomize``)."""
     cfg = load_scene(scene)
     raw = copy.deepcopy(cfg.raw)
@@ -221,6 +224,17 @@ def write_scene_variant(dest: str | os.PathLike, scene: str | os.PathLike = "usb
             raw.pop(key, None)
         else:
             raw[key] = value
+    for key, value in (dotted or {}).items():
+        *parents, leaf = str(key).split(".")
+        node = raw
+        for k in parents:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise SceneConfigError(f"{cfg.path}: cannot set {key}: {k!r} is not a mapping")
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(yaml.safe_dump(raw, sort_keys=False))

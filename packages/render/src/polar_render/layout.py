@@ -49,7 +49,7 @@ from scipy.spatial.transform import Rotation
 from . import bop
 from .geometry import look_at_w2c, pose_matrix
 
-__all__ = ["LayoutConfig", "sample_scene", "generate_layout", "camera_matrix",
+__all__ = ["LayoutConfig", "sample_scene", "generate_layout", "write_layout_models", "camera_matrix",
            "REST_LIN_SPEED_M_S", "REST_ANG_SPEED_RAD_S"]
 
 TIME_STEP_S = 1.0 / 240.0
@@ -268,6 +268,15 @@ def _frames(split, scene_id, objects, cameras, cfg: LayoutConfig) -> list[bop.Fr
     return frames
 
 
+def write_layout_models(root: Path, models_mm: dict[int, trimesh.Trimesh], cfg: LayoutConfig) -> dict[int, Path]:
+    """Write ``models/`` (BOP, mm) for the obj_ids of ``cfg.instances`` unless the layout
+    already has ``models_info.json`` (resume); return {obj_id: PLY path}."""
+    ids = sorted(set(cfg.instances))
+    if not (Path(root) / "models" / "models_info.json").exists():
+        bop.write_models(root, {oid: models_mm[oid] for oid in ids})
+    return {oid: bop._model_path(Path(root), oid) for oid in ids}
+
+
 def generate_layout(out_root, models_mm: dict[int, trimesh.Trimesh], cfg: LayoutConfig, seed: int,
                     scene_ids: Iterable[int], split: str = "train_pbr", progress: bool = True) -> Path:
     """Write a BOP layout: ``camera.json``, ``models/`` (only if models_info.json is absent)
@@ -281,8 +290,7 @@ def generate_layout(out_root, models_mm: dict[int, trimesh.Trimesh], cfg: Layout
     root = Path(out_root)
     root.mkdir(parents=True, exist_ok=True)
     bop.write_camera(root, bop.CameraInfo(K=camera_matrix(cfg), width=cfg.width, height=cfg.height))
-    if not (root / "models" / "models_info.json").exists():
-        bop.write_models(root, {oid: models_mm[oid] for oid in sorted(set(cfg.instances))})
+    write_layout_models(root, models_mm, cfg)
     ids = [int(s) for s in scene_ids]
     it = ids
     if progress:

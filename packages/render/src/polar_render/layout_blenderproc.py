@@ -42,8 +42,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import trimesh
 
-from . import bop
-from .layout import LayoutConfig, camera_matrix
+from .layout import LayoutConfig, camera_matrix, write_layout_models
 
 __all__ = ["generate_layout_blenderproc", "make_spec", "resolve_mode", "write_fixed_layout_blenderproc"]
 
@@ -77,13 +76,6 @@ def resolve_mode(mode: str = "auto", blender: str | os.PathLike | None = None) -
     return mode, None
 
 
-def _write_models_ply(root: Path, models_mm: dict[int, trimesh.Trimesh]) -> dict[str, str]:
-    """Write ``models/`` (BOP, mm) unless present; return {obj_id: absolute PLY path}."""
-    if not (root / "models" / "models_info.json").exists():
-        bop.write_models(root, models_mm)
-    return {str(oid): str((root / "models" / f"obj_{oid:06d}.ply").resolve()) for oid in sorted(models_mm)}
-
-
 def make_spec(root: Path, models_mm: dict[int, trimesh.Trimesh], cfg: LayoutConfig, seed: int,
               scenes: Sequence[dict], split: str = "train_pbr", ground_size_m: float = 1.0) -> dict:
     """The JSON document ``blenderproc_script.run`` consumes (see its header)."""
@@ -93,7 +85,7 @@ def make_spec(root: Path, models_mm: dict[int, trimesh.Trimesh], cfg: LayoutConf
         raise ValueError(f"the BlenderProc layout backend samples dropped objects; layout mode "
                          f"{cfg.mode!r} has nothing to simulate (use the embedded sampler)")
     return {"root": str(Path(root).resolve()), "split": split, "seed": int(seed),
-            "models": _write_models_ply(Path(root), {oid: models_mm[oid] for oid in sorted(set(cfg.instances))}),
+            "models": {str(oid): str(p.resolve()) for oid, p in write_layout_models(Path(root), models_mm, cfg).items()},
             "layout": asdict(cfg), "K": camera_matrix(cfg).tolist(), "width": cfg.width, "height": cfg.height,
             "ground_size_m": float(ground_size_m), "scenes": list(scenes)}
 

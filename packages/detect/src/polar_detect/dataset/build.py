@@ -108,7 +108,7 @@ def read_modality(sample_dir: Path, meta: dict, modality: str) -> np.ndarray:
 
 def read_mosaic_modalities(sample_dir: Path, meta: dict, modalities) -> dict[str, np.ndarray]:
     """Modalities of a render sample computed from its simulated DoFP mosaic (module docstring)."""
-    from .polar_capture import CAPTURE_MODALITIES, demosaic, polar_modalities
+    from .polar_capture import CAPTURE_MODALITIES, DEFAULT_LAYOUT, demosaic, polar_modalities
 
     bad = [m for m in modalities if m not in CAPTURE_MODALITIES]
     if bad:
@@ -123,7 +123,7 @@ def read_mosaic_modalities(sample_dir: Path, meta: dict, modalities) -> dict[str
         raise DatasetError(f"{sample_dir / 'meta.json'}: files.raw_mosaic.sensor lacks radiance_per_dn")
     raw = _read(path)
     planes = [raw] if raw.ndim == 2 else [raw[..., c] for c in range(raw.shape[-1])]
-    per_channel = [demosaic(p, sensor.get("layout", "90,45,135,0")) for p in planes]
+    per_channel = [demosaic(p, sensor.get("layout", DEFAULT_LAYOUT)) for p in planes]
     per_dn = float(sensor["radiance_per_dn"])
     pol = {a: np.stack([c[a] for c in per_channel], axis=-1) * np.float32(per_dn) for a in enc.POL_ANGLES}
     return polar_modalities(pol, modalities)
