@@ -10,6 +10,8 @@ SPP     ?=
 RES     ?=
 LAYOUT  ?=
 VARIANT ?=
+DENOISE ?=
+NOISE_SEED ?=
 CLEAN   ?=
 WORKERS ?=
 SHARD   ?=
@@ -18,6 +20,7 @@ LAYOUT_BACKEND ?=
 BLENDER ?=
 EXTRAS  ?=
 PYTEST_ARGS ?=
+BENCH_SCENES ?=
 # dataset / train / eval
 DATA       ?= out/$(SCENE)_data
 RENDERS    ?= $(OUT)
@@ -35,7 +38,7 @@ EVAL_OUT   ?= $(RUN)/eval
 
 RENDER_ARGS := --scene $(SCENE) --seed $(SEED) --out $(OUT) \
 	$(if $(N),--n $(N)) $(if $(SPP),--spp $(SPP)) $(if $(RES),--res $(RES)) \
-	$(if $(LAYOUT),--layout $(LAYOUT)) $(if $(VARIANT),--variant $(VARIANT)) $(if $(CLEAN),--clean) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SHARD),--shard $(SHARD)) $(if $(EXECUTOR),--executor $(EXECUTOR)) \
+	$(if $(LAYOUT),--layout $(LAYOUT)) $(if $(VARIANT),--variant $(VARIANT)) $(if $(DENOISE),--denoise $(DENOISE)) $(if $(NOISE_SEED),--noise-seed $(NOISE_SEED)) $(if $(CLEAN),--clean) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SHARD),--shard $(SHARD)) $(if $(EXECUTOR),--executor $(EXECUTOR)) \
 	$(if $(LAYOUT_BACKEND),--layout-backend $(LAYOUT_BACKEND)) $(if $(BLENDER),--blender $(BLENDER))
 
 ifeq ($(MODEL),draem)
@@ -50,14 +53,14 @@ endif
 .PHONY: help setup render dataset train predict eval all test bench clean check-model
 
 help:
-	@echo "make render SCENE=usb_brick [N=8] [SEED=0] [OUT=out/<scene>] [SPP=16] [RES=640x480] [LAYOUT=<BOP dir>] [CLEAN=1]"
+	@echo "make render SCENE=usb_brick [N=8] [SEED=0] [OUT=out/<scene>] [SPP=16] [RES=640x480] [LAYOUT=<BOP dir>] [CLEAN=1] [DENOISE=none|oidn] [NOISE_SEED=k]"
 	@echo "    [LAYOUT_BACKEND=embedded|blenderproc] [BLENDER=<Blender 4.2 dir>]  (blenderproc: make setup EXTRAS=blenderproc)"
 	@echo "make dataset SCENE=... [DATA=out/<scene>_data] [RENDERS='dir ...'] [MODALITIES=intensity,aolp,dolp,normals]"
 	@echo "make train MODEL=draem|seq_patchcore|patchcore DATA=... [INPUTS=R+phi] [MODALITY=intensity] [EPOCHS=..]"
 	@echo "make eval MODEL=... DATA=...   (predicts val + test, then metrics.json + report.html)"
 	@echo "make all SCENE=usb_brick       render -> dataset -> train -> eval, small defaults"
 	@echo "make test                 run the test suite"
-	@echo "make bench                render benchmark (usb_brick, 640x480, 16 spp)"
+	@echo "make bench [BENCH_SCENES='usb_brick usb_brick_station']  render (raw and denoised), quality per second, ..."
 	@echo "make setup [EXTRAS=blenderproc]  create .venv and install everything (run implicitly)"
 
 setup:
@@ -104,6 +107,8 @@ test:
 
 bench: setup
 	$(PY) -m polar_render.bench
+	$(PY) -m polar_render.bench --denoise oidn
+	$(PY) -m polar_render.bench_quality $(BENCH_SCENES) --mono
 	$(PY) -m polar_render.bench_anomalies
 	$(PY) -m polar_render.bench_batch
 	$(PY) -m polar_detect.draem.bench

@@ -69,6 +69,7 @@ def test_early_stopping_triggers_when_nothing_changes():
             self.coreset_size, self.chunk_size, self.batch_size = 20, 64, 4
             self.device = torch.device("cpu")
             self.extractor = type("E", (), {"dim": 3})()
+            self.encoding = None                        # features = the stored pixels
 
         def patch_features(self, imgs):
             return imgs

@@ -129,8 +129,9 @@ def test_cli_train_predict_contract(tmp_path, monkeypatch, extractors):
     import tifffile
 
     class FakePolarDataset:
-        def __init__(self, root, split, modalities, size):
+        def __init__(self, root, split, modalities, size, normalise=True):
             assert modalities == ["intensity"]
+            assert normalise is False             # --encoding auto: the model encodes stored values
             n = {"train": 6, "val": 4, "test": 5}[split]
             self.d = SyntheticPlates(n, 64, 0.0 if split == "train" else 0.5, split=split)
 
@@ -150,7 +151,9 @@ def test_cli_train_predict_contract(tmp_path, monkeypatch, extractors):
     from polar_detect.patchcore.__main__ import main
     data = tmp_path / "data"
     data.mkdir()
-    (data / "manifest.json").write_text('{"format": "polar_detect.dataset/1"}')
+    (data / "manifest.json").write_text(json.dumps({
+        "format": "polar_detect.dataset/1", "classes": {}, "samples": [],
+        "modalities": {"intensity": {"channels": 1, "scale": 1.0, "offset": 0.0}}}))
     model = tmp_path / "seq.safetensors"
     assert main(["train", "--data", str(data), "--out", str(model), "--coreset-size", "40",
                  "--epochs", "2", "--augment", "--quiet"]) == 0

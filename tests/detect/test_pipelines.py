@@ -128,7 +128,7 @@ def test_seq_patchcore_preset_resolves_and_maps_the_scenarios():
     out = p["out"]
     st = {k: _argv(c) for k, c in p["stages"]}
     # data: Synth clean, Synth_WS/DR with stains as normal, DR = light variants; real = DoFP, other seed
-    assert p["scenes"]["synth"][1] == {"anomalies.probability": 0}
+    assert p["scenes"]["synth"][1] == {"anomalies.probability": 0, "anomalies.min_visible_px": 40}
     ws = p["scenes"]["synth_ws"][1]
     assert ws["anomalies.probability"] > 0 and all(ws[f"anomalies.classes.{c}"] is None for c in ("dent", "bump", "scratch"))
     assert p["scenes"]["real"][1]["sensor.dofp"]["enabled"] is True
@@ -163,7 +163,7 @@ def test_seq_patchcore_preset_resolves_and_maps_the_scenarios():
 
 
 TINY = {"n_render": "6", "n_real": "16", "res": "128x96", "spp": "4", "coreset_size": "100", "epochs": "2",
-        "quiet": "--quiet", "eval_extra": "--no-report"}
+        "quiet": "--quiet", "eval_extra": "--no-report", "min_visible_px": "4"}   # 128x96: small anomalies
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ def _stains_only_scene(tmp_path: Path) -> Path:
     raw = yaml.safe_load(SCENE.read_text())
     for part in raw["objects"][1]["parts"].values():
         part["mesh"] = str((SCENE.parent / part["mesh"]).resolve())
-    raw["anomalies"] = {"probability": 1.0, "count": 1,
+    raw["anomalies"] = {"probability": 1.0, "count": 1, "min_visible_px": 4,   # 96x72: stains are small
                         "classes": {"water_stain": raw["anomalies"]["classes"]["water_stain"]}}
     path = tmp_path / "plate_stains" / "scene.yaml"
     path.parent.mkdir()

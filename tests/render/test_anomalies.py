@@ -125,7 +125,9 @@ def _pair(tmp_path, classes, n=4, seed=2, max_depth=None):
     onto an anomaly consume random numbers differently and their noise changes anywhere)."""
     from polar_render.config import load_scene
     cfg = load_scene("usb_brick")
-    spec = {"probability": 1.0, "count": 1, "classes": {k: cfg.anomalies["classes"][k] for k in classes}}
+    # a low visibility floor: these tests compare masks with rendered differences, small instances included
+    spec = {"probability": 1.0, "count": 1, "min_visible_px": 4,
+            "classes": {k: cfg.anomalies["classes"][k] for k in classes}}
     extra = {"render": {**cfg.render, "max_depth": max_depth}} if max_depth else {}
     path = scene_variant(tmp_path, anomalies=spec, **extra)
     kw = dict(scene=path, n=n, res=RES, spp=SPP, seed=seed)
@@ -158,7 +160,7 @@ def test_stain_mask_matches_rendered_difference(stain_pair):
     inter = union = 0
     n_inst = 0
     for a, c in zip(anom, clean):
-        assert a["meta"]["anomaly_events"] and not c["meta"]["anomalies"]
+        assert (a["meta"]["anomaly_events"] or a["meta"]["anomalies_dropped"]) and not c["meta"]["anomalies"]
         mask = a["anomaly_mask"] > 0
         n_inst += len(a["meta"]["anomalies"])
         diff = np.abs(a["stokes"] - c["stokes"]).sum(-1)

@@ -40,20 +40,20 @@ def test_retry_then_report(tmp_path, monkeypatch):
     real = pipeline.render_images
     calls = {"n": 0}
 
-    def flaky(scene, frame, appearance, mode, anomalies=None):
+    def flaky(scene, frame, appearance, mode, anomalies=None, **kw):
         calls["n"] += 1
         if calls["n"] == 2:  # the second sample fails once
             raise RuntimeError("transient failure")
-        return real(scene, frame, appearance, mode, anomalies)
+        return real(scene, frame, appearance, mode, anomalies, **kw)
 
     monkeypatch.setattr(pipeline, "render_images", flaky)
     s = run(RenderRequest(out=tmp_path / "r", **{**KW, "n": 3}))
     assert (s.rendered, s.failed) == (3, {})
     # a sample that always fails is reported after the bounded retries, the batch goes on
-    def broken_frame_1(scene, frame, appearance, mode, anomalies=None):
+    def broken_frame_1(scene, frame, appearance, mode, anomalies=None, **kw):
         if frame.im_id == 1:
             raise RuntimeError("degenerate layout")
-        return real(scene, frame, appearance, mode, anomalies)
+        return real(scene, frame, appearance, mode, anomalies, **kw)
 
     monkeypatch.setattr(pipeline, "render_images", broken_frame_1)
     s = run(RenderRequest(out=tmp_path / "r2", retries=2, **{**KW, "n": 3}))

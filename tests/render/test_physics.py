@@ -1,5 +1,9 @@
 """Polarization physics: Fresnel DoLP of a smooth dielectric sphere, AoLP orientation,
-Stokes <-> polarizer-image round trip and Malus' law on rendered outputs."""
+Stokes <-> polarizer-image round trip and Malus' law on rendered outputs.
+
+The rendered tests run once per render mode (Mitsuba-style variant parametrisation): an RGB
+sensor on the spectral polarized variant, a mono sensor on the mono polarized variant
+(chosen automatically), and the RGB sensor with OIDN denoising (``render.denoise: oidn``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,13 +20,21 @@ from .conftest import render_dir, samples
 
 IOR = 1.5
 W, H, F = 256, 192, 700.0
+# render mode -> (sensor.mode, render.denoise); the variant follows the sensor (variants.py)
+RENDER_MODES = {"spectral": ("rgb", "none"), "mono": ("mono", "none"), "spectral_oidn": ("rgb", "oidn")}
 
 
-@pytest.fixture(scope="module")
-def sphere_render(tmp_path_factory):
+def _channel_mean(x: np.ndarray) -> np.ndarray:
+    """(H, W, C) -> (H, W); mono images are stored (H, W)."""
+    return x if x.ndim == 2 else x.mean(axis=-1)
+
+
+@pytest.fixture(scope="module", params=list(RENDER_MODES))
+def sphere_render(request, tmp_path_factory):
     """A 20 mm smooth black dielectric sphere under a uniform unpolarized environment
     (no spot light, ground moved 100 m away), seen from 0.3 m at 40 deg elevation."""
-    root = tmp_path_factory.mktemp("sphere")
+    sensor, denoise = RENDER_MODES[request.param]
+    root = tmp_path_factory.mktemp(f"sphere_{request.param}")
     sphere = trimesh.creation.icosphere(subdivisions=5, radius=20.0)  # mm, smooth normals
     mesh_path = root / "sphere.ply"
     mesh_path.write_bytes(sphere.export(file_type="ply", vertex_normal=True))
@@ -32,7 +44,8 @@ def sphere_render(tmp_path_factory):
         "materials": {"glass": {"type": "pplastic", "color": 0.0, "alpha": 0.001, "ior": IOR}},
         "lights": {"spot": {"intensity": 0.0}},
         "background": {"ground": {"z_m": -100.0, "size_m": 1.0}, "environment": {"radiance": 1.0}},
-        "render": {"spp": 32, "max_depth": 3},
+        "render": {"spp": 32, "max_depth": 3, "denoise": denoise},
+        "sensor": {"mode": sensor},
     }
     (root / "scene.yaml").write_text(yaml.safe_dump(scene))
     K = np.array([[F, 0, (W - 1) / 2], [0, F, (H - 1) / 2], [0, 0, 1.0]])
@@ -45,7 +58,10 @@ def sphere_render(tmp_path_factory):
                       (bop.ObjectPose(1, R_w2c, t_w2c),))  # sphere at the world origin
     bop.write_scene(layout, "train_pbr", 0, [frame])
     out = render_dir(root / "out", scene=root / "scene.yaml", layout=layout, n=1)
-    return samples(out)[0], K
+    sample = samples(out)[0]
+    assert ("mono_polarized" in sample["meta"]["variant"]) == (sensor == "mono")
+    assert sample["meta"]["denoise"]["method"] == denoise
+    return sample, K
 
 
 def _sphere_pixels(sample, K):
@@ -67,7 +83,7 @@ def test_dolp_follows_fresnel(sphere_render):
     median per 5-degree bin within 0.03 up to 80 degrees (Brewster peak included)."""
     sample, K = sphere_render
     v, u, _, _, theta = _sphere_pixels(sample, K)
-    d = sample["dolp"].mean(axis=-1)[v, u]
+    d = _channel_mean(sample["dolp"])[v, u]
     expected = fresnel_reflection_dolp(theta, IOR)
     bins = np.arange(0, 81, 5)
     checked = 0
@@ -91,9 +107,9 @@ def test_aolp_is_tangential(sphere_render):
     v, u, rays, normals, theta = _sphere_pixels(sample, K)
     s_dir = np.cross(rays, normals)
     expected = np.arctan2(-s_dir[:, 1], s_dir[:, 0])  # screen counter-clockwise
-    a = sample["aolp"].mean(axis=-1)[v, u]
+    a = _channel_mean(sample["aolp"])[v, u]
     diff = (a - expected + np.pi / 2) % np.pi - np.pi / 2
-    strong = sample["dolp"].mean(axis=-1)[v, u] > 0.2
+    strong = _channel_mean(sample["dolp"])[v, u] > 0.2
     assert strong.sum() > 500
     assert np.degrees(np.median(np.abs(diff[strong]))) < 2.0
 
@@ -104,7 +120,9 @@ def test_rendered_polarizer_images_round_trip(sphere_render):
     meta = sample["meta"]
     scale = meta["exposure_scale"]
     st = sample["stokes"]
-    s0 = st[..., :3]
+    c = st.shape[-1] // 4
+    comp = [st[..., k * c:(k + 1) * c].squeeze(-1) if c == 1 else st[..., k * c:(k + 1) * c] for k in range(4)]
+    s0 = comp[0]
     p = {a: sample[f"pol{a}"].astype(np.float64) for a in (0, 45, 90, 135)}
     ok = np.all([p[a] < 65535 for a in p], axis=0)  # unsaturated in all four images
     assert ok.mean() > 0.99
@@ -112,7 +130,7 @@ def test_rendered_polarizer_images_round_trip(sphere_render):
     assert np.allclose((p[45] + p[135])[ok], s0[ok] * scale, atol=1.01)
     # the PNGs carry S1, S2 too: recover them and compare with the float Stokes
     rec = stokes_from_polarizer_images(p[0], p[45], p[90], p[135]) / scale
-    assert np.allclose(rec[1][ok], st[..., 3:6][ok], atol=1.5 / scale)
+    assert np.allclose(rec[1][ok], comp[1][ok], atol=1.5 / scale)
 
 
 def test_zero_intensity_has_no_nan():

@@ -76,3 +76,20 @@ def test_activate_refuses_env_selected_non_polarized(monkeypatch):
     monkeypatch.setenv("POLAR_RENDER_VARIANT", "scalar_spectral")
     with pytest.raises(VariantError, match="polarized"):
         activate("auto")
+
+
+def test_mono_sensor_auto_selects_mono_variant():
+    """A monochrome sensor renders with a *_mono_polarized variant, same cuda > llvm > scalar order."""
+    assert choose_variant("auto", cuda=True, libllvm="/x.so", mono=True) == "cuda_ad_mono_polarized"
+    assert choose_variant("auto", cuda=False, libllvm="/x.so", mono=True) == "llvm_ad_mono_polarized"
+    assert choose_variant("auto", cuda=False, libllvm=None, mono=True) == "scalar_mono_polarized"
+    assert choose_variant(None, cuda=False, libllvm=None, mono=True) == "scalar_mono_polarized"
+    # an explicit request or the environment still wins
+    assert choose_variant("llvm_ad_spectral_polarized", cuda=False, libllvm="/x.so", mono=True) \
+        == "llvm_ad_spectral_polarized"
+
+
+def test_mono_env_override(monkeypatch):
+    monkeypatch.setenv("POLAR_RENDER_VARIANT", "scalar_spectral_polarized")
+    assert choose_variant("auto", cuda=True, libllvm="/x.so", mono=True) == "scalar_spectral_polarized"
+

@@ -3,7 +3,9 @@
 Brightness/contrast, horizontal/vertical flips, Gaussian blur, Gaussian noise and random
 masking of a rectangle to black, each applied with its own probability. Images are
 (C, H, W) or (B, C, H, W) floats, nominally in [0, 1]; output is clamped to [0, 1].
-Deterministic given the generator.
+Deterministic given the generator. PatchCore applies it to the *encoded* image (after its
+input encoding, ``patchcore/encoding.py``), i.e. in the backbone's range; note that flips
+of normals/AoLP images do not transform the vectors/angles they encode.
 """
 from __future__ import annotations
 

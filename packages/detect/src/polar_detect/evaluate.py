@@ -18,6 +18,20 @@ raw pair is absent).  Also accepted: a sample-level ``"regions": [{"mask", "clas
 up by class in the manifest-level ``"defects_config"``.  With no region anywhere, sPRO is
 reported as null.
 
+Ignore regions (datasets built with ``--min-visible-px``/``--min-contrast``): a sample's
+``ignore`` mask (0/255 PNG) marks pixels that are neither normal nor anomalous; they are left
+out of every pixel metric (AUROC, AP, AUPRO, sPRO, the F1 threshold on val, thresholded F1).
+Samples with ``"ignore_image": true`` (every anomaly instance ignored) are left out of the
+image-level metrics (``image.n_ignored`` counts them); their other pixels stay normal pixels.
+
+Added for the issue-13 benchmark: ``image.auroc_ci_low``/``auroc_ci_high`` (stratified
+percentile bootstrap over images, ``--bootstrap`` resamples, default 1000, ``--bootstrap-seed``
+0, 95 %); ``pixel_part`` = pixel AUROC/AP over the part only (sample ``object_mask``, as
+``dataset build`` from renders stores it; null with a note without it); and
+``instance_detection_rate`` = {class: detected / annotated instances} at the chosen threshold
+(an instance is detected when >= 1 predicted-positive pixel, and >= ``--min-coverage`` of its
+area, lies inside it; see ``metrics/defect_recall.py``).
+
 The pixel sweeps are exact while the evaluated pixels fit ``--max-exact-pixels``; above that
 they use fixed-bin histograms (``--bins``) over the global score range and every affected
 number is reported with its error bound.  Bad input exits with status 2 and names the file.
@@ -36,9 +50,10 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import (AUPRO, AUsPRO, BinaryROC, DefectWiseRecall, F1OptimalThreshold,
-                      ThresholdedPRF, binary_auroc, binary_average_precision, binary_pr_curve,
-                      binary_roc_curve)
+                      ThresholdedPRF, auroc_bootstrap_ci, binary_auroc, binary_average_precision,
+                      binary_pr_curve, binary_roc_curve)
 from .metrics._curve import DEFAULT_BINS, DEFAULT_MAX_EXACT
+from .metrics.bootstrap import DEFAULT_RESAMPLES
 
 FORMAT = "polar_detect.metrics/1"
 N_EXAMPLES_PER_CLASS = 2
@@ -147,9 +162,27 @@ class Sample:
         self.label = int(entry.get("label", 0))
         self.classes = classes
         self.defects_config = defects_config
+        self.ignore_image = bool(entry.get("ignore_image", False))
 
     def _path(self, rel):
         return self.root / rel
+
+    def _binary(self, key, shape):
+        rel = self.e.get(key)
+        if not rel:
+            return None
+        m = read_png(self._path(rel))
+        if m.shape != shape:
+            raise InputError(self._path(rel), f"{key} shape {m.shape} differs from the anomaly map {shape}")
+        return m > 0
+
+    def ignore(self, shape):
+        """Ignore region (bool (H, W), neither normal nor anomalous) or None."""
+        return self._binary("ignore", shape)
+
+    def object_mask(self, shape):
+        """The part (bool (H, W), object_mask > 0 of the source render) or None."""
+        return self._binary("object_mask", shape)
 
     def mask(self, shape):
         rel = self.e.get("mask")
@@ -173,7 +206,8 @@ class Sample:
             if im.shape != shape:
                 raise InputError(self._path(rel), f"instance mask shape {im.shape} differs from the anomaly map {shape}")
             if not inst:
-                ids = [int(v) for v in np.unique(im) if v]
+                ignored = {int(i["id"]) for i in self.e.get("ignored_instances") or []}
+                ids = [int(v) for v in np.unique(im) if v and int(v) not in ignored]
                 cls = (self.e.get("classes") or ["unknown"])
                 inst = [{"id": v, "class": cls[0] if len(cls) == 1 else "unknown",
                          "kind": self.classes.get(cls[0], "defect") if len(cls) == 1 else "defect"} for v in ids]
@@ -313,7 +347,8 @@ def _downsample(a, side=EXAMPLE_SIDE):
 # ------------------------------------------------------------------ evaluation
 def evaluate(pred_dir, data_dir, out_dir, val_pred_dir=None, *, bins=DEFAULT_BINS,
              max_exact_pixels=DEFAULT_MAX_EXACT, fpr_limit=0.3, spro_fpr_limit=0.05,
-             min_coverage=0.0, threshold=None, strict=False, report=True, quiet=False) -> dict:
+             min_coverage=0.0, threshold=None, strict=False, report=True, quiet=False,
+             n_bootstrap=DEFAULT_RESAMPLES, bootstrap_seed=0) -> dict:
     pred_dir, data_dir, out_dir = Path(pred_dir), Path(data_dir), Path(out_dir)
     man, mpath, samples = load_manifest(data_dir)
     manifest_sha = sha256_file(mpath)
@@ -330,8 +365,69 @@ def evaluate(pred_dir, data_dir, out_dir, val_pred_dir=None, *, bins=DEFAULT_BIN
         if strict:
             raise InputError(ppath, "manifest_sha256 does not match the dataset manifest")
         warn(msg)
+    split, test, val, n_missing = _select_entries(preds, ppath, pred_dir, samples, mpath, val_pred_dir, warn)
+    image, curves = _image_metrics(test, ppath, n_bootstrap, bootstrap_seed)
 
-    # which prediction entries go where
+    test_px = [e for e in test if e[2] is not None]
+    val_px = [e for e in val if e[2] is not None]
+    if len(test_px) < len(test):
+        warn(f"{len(test) - len(test_px)} evaluated samples have no anomaly map (pixel metrics skip them)")
+    kw, total_px = _sweep_settings(test_px, val_px, bins, max_exact_pixels)
+    thr_info = _choose_threshold(val_px, kw, threshold, preds, warn)
+    px = _PixelPass(kw, fpr_limit, spro_fpr_limit, min_coverage, man.get("classes"),
+                    any(e[0].has_regions() for e in test_px), thr_info.get("value") if thr_info else None)
+    for s, _, mp in _progress(test_px, len(test_px), f"evaluating {split}"):
+        px.add(s, read_map(mp), mp)
+    if px.n_no_mask:
+        warn(f"{px.n_no_mask} anomalous samples have no mask (left out of the pixel metrics)")
+    if not thr_info:
+        warn("no validation predictions and no stored threshold: choosing the F1-max threshold on the "
+             "evaluated split (optimistic)")
+        thr_info = px.threshold_on_test()
+    px.curves(curves)
+    metrics = {
+        "format": FORMAT, "model": preds.get("model"), "dataset": str(mpath),
+        "dataset_name": man.get("name"), "manifest_sha256": manifest_sha,
+        "predictions_manifest_sha256": preds.get("manifest_sha256"),
+        "manifest_sha256_match": (preds.get("manifest_sha256") == manifest_sha) if preds.get("manifest_sha256") else None,
+        "predictions": str(ppath), "split": split, "n_missing_predictions": n_missing,
+        "image": image, **px.results(), "threshold": thr_info,
+        "ignore": {"n_ignore_images": image["n_ignored"], "n_images_with_ignore_pixels": px.n_ignore_maps,
+                   "n_ignore_pixels": px.n_ignore_px, "rules": man.get("ignore_rules"),
+                   "note": "ignore pixels are left out of every pixel metric; ignore-only images "
+                           "(manifest ignore_image) out of the image-level metrics"},
+        "approximation": {
+            "mode": kw["mode"], "bins": bins if kw["mode"] == "hist" else None, "value_range": kw["value_range"],
+            "max_exact_pixels": max_exact_pixels, "n_pixels": total_px,
+            "note": ("exact sweeps over every distinct score" if kw["mode"] != "hist" else
+                     "fixed-bin histograms; pixel AUROC within +-pixel.auroc_error_bound, exact AP in "
+                     "[pixel.ap_lower, pixel.ap_upper], AUPRO/sPRO within +-error_bound, threshold is a bin edge"),
+        },
+        "warnings": warnings,
+    }
+    metrics = _nan_to_none(metrics)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / "metrics.json", metrics, indent=2)
+    _write_json(out_dir / "curves.json", _nan_to_none(curves))
+    if report:
+        from .report import build_report
+        build_report(metrics, curves, _finish_examples(px.examples), out_dir)
+    return metrics
+
+
+def _write_json(path: Path, obj, indent=None) -> None:
+    """Atomic JSON write (temporary file in the same directory, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=indent)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _select_entries(preds, ppath, pred_dir, samples, mpath, val_pred_dir, warn):
+    """(split, evaluated entries, validation entries, n_missing); an entry is (sample, score, map path)."""
     def entries(p, path, root):
         out = []
         for sid, sc in p["scores"].items():
@@ -354,28 +450,62 @@ def evaluate(pred_dir, data_dir, out_dir, val_pred_dir=None, *, bins=DEFAULT_BIN
     n_missing = sum(1 for s in samples.values() if s.split == split) - len(test)
     if n_missing:
         warn(f"{n_missing} {split} samples of the manifest have no prediction; evaluated {len(test)}")
+    return split, test, val, n_missing
 
-    # ---- image level
-    img_scores = np.array([e[1] for e in test], np.float64)
-    img_labels = np.array([e[0].label for e in test], bool)
-    if not np.isfinite(img_scores).all():
+
+# Anomaly groups of the issue-13 benchmark: structural defects change the part's shape,
+# impurities sit on it, logical anomalies are wrong parts or part arrangements.
+CLASS_GROUPS = {"structural": ("dent", "bump", "scratch", "chip"), "impurity": ("water_stain",),
+                "logical": ("missing", "extra", "swapped")}
+
+
+def _image_auroc_by_class(kept, scores: np.ndarray, labels: np.ndarray) -> dict:
+    """Image AUROC of each anomaly class and group: the normal images against the anomalous
+    images that hold an instance of that class (of any class of the group); an image with
+    several classes counts for each. Classes: the manifest sample's ``classes``."""
+    normal = ~labels
+    if not normal.any():
+        return {}
+    has = [set(e[0].e.get("classes") or []) for e in kept]
+    sets = {c: {c} for c in sorted(set().union(*has))} if has else {}
+    out = {"auroc_by_class": {}, "auroc_by_group": {}}
+    for key, members in [("auroc_by_class", sets), ("auroc_by_group", {g: set(v) for g, v in CLASS_GROUPS.items()})]:
+        for name, cls in members.items():
+            pos = labels & np.array([bool(h & cls) for h in has])
+            if pos.any():
+                sel = normal | pos
+                out[key][name] = {"auroc": binary_auroc(scores[sel], pos[sel]), "n_anomalous": int(pos.sum())}
+    return out
+
+
+def _image_metrics(test, ppath, n_bootstrap, seed):
+    """Image-level AUROC (with its stratified bootstrap interval) and AP; ignore-only images
+    (manifest ``ignore_image``) are left out."""
+    kept = [e for e in test if not e[0].ignore_image]
+    img_scores = np.array([e[1] for e in kept], np.float64)
+    img_labels = np.array([e[0].label for e in kept], bool)
+    if not np.isfinite(np.array([e[1] for e in test], np.float64)).all():
         raise InputError(ppath, "image scores contain NaN or infinite values")
-    image = {"n": len(test), "n_anomalous": int(img_labels.sum()), "n_normal": int((~img_labels).sum()),
-             "auroc": binary_auroc(img_scores, img_labels),
+    image = {"n": len(kept), "n_anomalous": int(img_labels.sum()), "n_normal": int((~img_labels).sum()),
+             "n_ignored": len(test) - len(kept),
+             "auroc": binary_auroc(img_scores, img_labels) if kept else float("nan"),
              "ap": binary_average_precision(img_scores, img_labels) if img_labels.any() else float("nan")}
+    if n_bootstrap:
+        ci = auroc_bootstrap_ci(img_scores, img_labels, n_resamples=n_bootstrap, seed=seed)
+        image.update(auroc_ci_low=ci["low"], auroc_ci_high=ci["high"],
+                     auroc_ci={k: ci[k] for k in ("level", "n_resamples", "seed", "method")})
+    image.update(_image_auroc_by_class(kept, img_scores, img_labels))
     curves = {}
     if img_labels.any() and (~img_labels).any():
         fpr, tpr, _ = binary_roc_curve(img_scores, img_labels)
         pr, rc, _ = binary_pr_curve(img_scores, img_labels)
         curves["image_roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
         curves["image_pr"] = {"precision": pr.tolist(), "recall": rc.tolist()}
+    return image, curves
 
-    test_px = [e for e in test if e[2] is not None]
-    val_px = [e for e in val if e[2] is not None]
-    if len(test_px) < len(test):
-        warn(f"{len(test) - len(test_px)} evaluated samples have no anomaly map (pixel metrics skip them)")
 
-    # ---- exact or histogram
+def _sweep_settings(test_px, val_px, bins, max_exact_pixels):
+    """Exact sweeps or fixed-bin histograms over the global score range -> (kwargs, n pixels)."""
     total_px = sum(map_pixels(e[2]) for e in test_px)
     total_val = sum(map_pixels(e[2]) for e in val_px)
     use_hist = max(total_px, total_val) > max_exact_pixels
@@ -386,133 +516,120 @@ def evaluate(pred_dir, data_dir, out_dir, val_pred_dir=None, *, bins=DEFAULT_BIN
             a = read_map(e[2])
             lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
         value_range = (lo, hi)
-    kw = dict(mode="hist" if use_hist else "exact", bins=bins, value_range=value_range)
+    return dict(mode="hist" if use_hist else "exact", bins=bins, value_range=value_range), total_px
 
-    # ---- threshold on validation
-    thr_info = {}
+
+def _choose_threshold(val_px, kw, threshold, preds, warn) -> dict:
+    """Command line > F1-max on val (ignore pixels left out) > predictions.json; {} = choose on test."""
     if threshold is not None:
-        thr_info = {"value": float(threshold), "source": "command line"}
-    elif val_px:
+        return {"value": float(threshold), "source": "command line"}
+    if val_px:
         f1m = F1OptimalThreshold(**kw)
         for s, _, mp in _progress(val_px, len(val_px), "validation"):
             a = read_map(mp)
             m = s.mask(a.shape)
             if m is not None:
-                f1m.update(a, m)
+                f1m.update(a, m, s.ignore(a.shape))
         r = f1m.compute()
         if r["threshold"] is not None:
-            thr_info = {"value": r["threshold"], "source": "val (F1-max)", "n_val_images": len(val_px),
-                        "val_f1": r["f1"], "val_precision": r["precision"], "val_recall": r["recall"],
-                        "mode": r.get("mode")}
-        else:
-            warn("validation predictions have no anomalous pixel; threshold falls back")
-    if not thr_info and preds.get("threshold") is not None:
-        thr_info = {"value": float(preds["threshold"]), "source": "predictions.json"}
-    choose_on_test = not thr_info
-    if choose_on_test:
-        warn("no validation predictions and no stored threshold: choosing the F1-max threshold on the "
-             "evaluated split (optimistic)")
+            return {"value": r["threshold"], "source": "val (F1-max)", "n_val_images": len(val_px),
+                    "val_f1": r["f1"], "val_precision": r["precision"], "val_recall": r["recall"],
+                    "mode": r.get("mode")}
+        warn("validation predictions have no anomalous pixel; threshold falls back")
+    if preds.get("threshold") is not None:
+        return {"value": float(preds["threshold"]), "source": "predictions.json"}
+    return {}
 
-    # ---- pass over the evaluated split
-    roc = BinaryROC(**kw)
-    pro = AUPRO(fpr_limit, **kw)
-    has_regions = any(e[0].has_regions() for e in test_px)
-    spro = AUsPRO(spro_fpr_limit, **kw) if has_regions else None
-    f1_test = F1OptimalThreshold(**kw) if choose_on_test else None
-    kept = []  # (sample, map, mask, instance mask, instances) for the threshold-dependent part
-    n_no_mask = 0
 
-    def threshold_dependent(s, a, m, im, inst, prf, dwr, examples):
-        pos = a >= thr
-        prf.update(a, m)
-        if im is not None and inst:
-            dwr.update(pos, im, inst, sample_id=s.id)
-        _collect_example(examples, s, a, m, pos)
+class _PixelPass:
+    """Every pixel metric of the evaluated split, fed one map at a time; ignore pixels are left
+    out of all of them.  With ``thr`` None the threshold is chosen on this split afterwards
+    (``threshold_on_test``, a second pass over the kept maps)."""
 
-    prf = dwr = None
-    examples: dict = {}
-    if not choose_on_test:
-        thr = thr_info["value"]
-        prf = ThresholdedPRF(thr)
-        dwr = DefectWiseRecall(min_coverage, class_kinds=man.get("classes"))
-    for s, _, mp in _progress(test_px, len(test_px), f"evaluating {split}"):
-        a = read_map(mp)
+    def __init__(self, kw, fpr_limit, spro_fpr_limit, min_coverage, class_kinds, has_regions, thr):
+        self.kw, self.min_coverage, self.class_kinds = kw, min_coverage, class_kinds
+        self.roc, self.roc_part = BinaryROC(**kw), BinaryROC(**kw)
+        self.pro = AUPRO(fpr_limit, **kw)
+        self.spro = AUsPRO(spro_fpr_limit, **kw) if has_regions else None
+        self.f1_test = F1OptimalThreshold(**kw) if thr is None else None
+        self.kept, self.examples = [], {}
+        self.n_no_mask = self.n_part = self.n_ignore_maps = self.n_ignore_px = 0
+        self.prf = self.dwr = None
+        if thr is not None:
+            self._set_threshold(thr)
+
+    def _set_threshold(self, thr):
+        self.thr = thr
+        self.prf = ThresholdedPRF(thr)
+        self.dwr = DefectWiseRecall(self.min_coverage, class_kinds=self.class_kinds)
+
+    def add(self, s, a, mp):
         m = s.mask(a.shape)
         if m is None:
-            n_no_mask += 1
-            continue
-        roc.update(a, m)
-        pro.update(a, m)
-        if spro is not None:
-            spro.update(a, *s.regions(a.shape, m))
-        im, inst = s.instances(a.shape, m)
-        if choose_on_test:
-            f1_test.update(a, m)
-            kept.append((s, mp))
+            self.n_no_mask += 1
+            return
+        g = s.ignore(a.shape)
+        if g is not None:
+            self.n_ignore_maps += 1
+            self.n_ignore_px += int(g.sum())
+        self.roc.update(a, m, g)
+        part = s.object_mask(a.shape)
+        if part is not None:
+            self.n_part += 1
+            self.roc_part.update(a[part], m[part], None if g is None else g[part])
+        self.pro.update(a, m, g)
+        if self.spro is not None:
+            self.spro.update(a, *s.regions(a.shape, m), ignore=g)
+        if self.f1_test is not None:
+            self.f1_test.update(a, m, g)
+            self.kept.append((s, mp))
         else:
-            threshold_dependent(s, a, m, im, inst, prf, dwr, examples)
-    if n_no_mask:
-        warn(f"{n_no_mask} anomalous samples have no mask (left out of the pixel metrics)")
-    if choose_on_test:
-        r = f1_test.compute()
-        thr_info = {"value": r["threshold"], "source": "test (optimistic)", "test_f1": r["f1"]}
-        thr = r["threshold"]
-        if thr is not None:
-            prf = ThresholdedPRF(thr)
-            dwr = DefectWiseRecall(min_coverage, class_kinds=man.get("classes"))
-            for s, mp in kept:  # second pass: the threshold is known only now
+            self._thresholded(s, a, m, g)
+
+    def _thresholded(self, s, a, m, g):
+        pos = a >= self.thr
+        self.prf.update(a, m, g)
+        im, inst = s.instances(a.shape, m)
+        if im is not None and inst:
+            self.dwr.update(pos, im, inst, sample_id=s.id)
+        _collect_example(self.examples, s, a, m, pos)
+
+    def threshold_on_test(self) -> dict:
+        r = self.f1_test.compute()
+        if r["threshold"] is not None:
+            self._set_threshold(r["threshold"])
+            for s, mp in self.kept:  # second pass: the threshold is known only now
                 a = read_map(mp)
-                m = s.mask(a.shape)
-                im, inst = s.instances(a.shape, m)
-                threshold_dependent(s, a, m, im, inst, prf, dwr, examples)
+                self._thresholded(s, a, s.mask(a.shape), s.ignore(a.shape))
+        return {"value": r["threshold"], "source": "test (optimistic)", "test_f1": r["f1"]}
 
-    pixel = roc.compute()
-    aupro = pro.compute()
-    spro_r = spro.compute() if spro is not None else {"value": None, "note": "no LOCO region annotation in the manifest"}
-    if pixel["n_pos"] and pixel["n_neg"]:
-        fpr, tpr, _ = roc.roc_curve()
-        pr, rc, _ = roc.pr_curve()
-        curves["pixel_roc"] = dict(zip(("fpr", "tpr"), _thin(fpr, tpr)))
-        curves["pixel_pr"] = dict(zip(("precision", "recall"), _thin(pr, rc)))
-    if aupro.get("value") is not None:
-        f, p, _ = pro.curve()
-        curves["pro"] = dict(zip(("fpr", "pro"), _thin(f, p)))
-    if spro is not None and spro_r.get("value") is not None:
-        f, p, _ = spro.curve()
-        curves["spro"] = dict(zip(("fpr", "spro"), _thin(f, p)))
+    def results(self) -> dict:
+        part = self.roc_part.compute()
+        part["n_images"] = self.n_part
+        if not self.n_part:
+            part["note"] = "no object_mask in the dataset (build it from renders to get the part mask)"
+        dwr = self.dwr.compute() if self.dwr is not None else None
+        return {"pixel": self.roc.compute(), "pixel_part": part, "aupro": self.pro.compute(),
+                "spro": self.spro.compute() if self.spro is not None else
+                {"value": None, "note": "no LOCO region annotation in the manifest"},
+                "thresholded": self.prf.compute() if self.prf is not None else None,
+                "defect_wise_recall": dwr,
+                "instance_detection_rate": None if dwr is None else
+                {c: v["recall"] for c, v in dwr["per_class"].items()}}
 
-    metrics = {
-        "format": FORMAT, "model": preds.get("model"), "dataset": str(mpath),
-        "dataset_name": man.get("name"), "manifest_sha256": manifest_sha,
-        "predictions_manifest_sha256": preds.get("manifest_sha256"),
-        "manifest_sha256_match": (preds.get("manifest_sha256") == manifest_sha) if preds.get("manifest_sha256") else None,
-        "predictions": str(ppath), "split": split, "n_missing_predictions": n_missing,
-        "image": image,
-        "pixel": pixel,
-        "aupro": aupro,
-        "spro": spro_r,
-        "threshold": thr_info,
-        "thresholded": prf.compute() if prf is not None else None,
-        "defect_wise_recall": dwr.compute() if dwr is not None else None,
-        "approximation": {
-            "mode": kw["mode"], "bins": bins if use_hist else None, "value_range": value_range,
-            "max_exact_pixels": max_exact_pixels, "n_pixels": total_px,
-            "note": ("exact sweeps over every distinct score" if not use_hist else
-                     "fixed-bin histograms; pixel AUROC within +-pixel.auroc_error_bound, exact AP in "
-                     "[pixel.ap_lower, pixel.ap_upper], AUPRO/sPRO within +-error_bound, threshold is a bin edge"),
-        },
-        "warnings": warnings,
-    }
-    metrics = _nan_to_none(metrics)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "metrics.json", "w") as f:
-        json.dump(metrics, f, indent=2)
-    with open(out_dir / "curves.json", "w") as f:
-        json.dump(_nan_to_none(curves), f)
-    if report:
-        from .report import build_report
-        build_report(metrics, curves, _finish_examples(examples), out_dir)
-    return metrics
+    def curves(self, curves):
+        pixel = self.roc.compute()
+        if pixel["n_pos"] and pixel["n_neg"]:
+            fpr, tpr, _ = self.roc.roc_curve()
+            pr, rc, _ = self.roc.pr_curve()
+            curves["pixel_roc"] = dict(zip(("fpr", "tpr"), _thin(fpr, tpr)))
+            curves["pixel_pr"] = dict(zip(("precision", "recall"), _thin(pr, rc)))
+        if self.pro.compute().get("value") is not None:
+            f, p, _ = self.pro.curve()
+            curves["pro"] = dict(zip(("fpr", "pro"), _thin(f, p)))
+        if self.spro is not None and self.spro.compute().get("value") is not None:
+            f, p, _ = self.spro.curve()
+            curves["spro"] = dict(zip(("fpr", "spro"), _thin(f, p)))
 
 
 def _collect_example(examples, s, a, m, pos):
@@ -558,13 +675,19 @@ def main(argv=None) -> int:
     ap.add_argument("--bins", type=int, default=DEFAULT_BINS, help="histogram bins in memory-bounded mode")
     ap.add_argument("--max-exact-pixels", type=int, default=DEFAULT_MAX_EXACT,
                     help="exact sweeps up to this many pixels, histograms above")
+    ap.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES,
+                    help="stratified bootstrap resamples for the image AUROC 95%% interval (0: none)")
+    ap.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resamples")
     ap.add_argument("--strict", action="store_true", help="exit 2 when manifest_sha256 does not match")
     ap.add_argument("--no-report", action="store_true", help="write metrics.json only")
     a = ap.parse_args(argv)
+    if a.bootstrap < 0:
+        ap.error("--bootstrap must be >= 0")
     try:
         m = evaluate(a.pred, a.data, a.out, a.val_pred, bins=a.bins, max_exact_pixels=a.max_exact_pixels,
                      fpr_limit=a.fpr_limit, spro_fpr_limit=a.spro_fpr_limit, min_coverage=a.min_coverage,
-                     threshold=a.threshold, strict=a.strict, report=not a.no_report)
+                     threshold=a.threshold, strict=a.strict, report=not a.no_report,
+                     n_bootstrap=a.bootstrap, bootstrap_seed=a.bootstrap_seed)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -574,7 +697,10 @@ def main(argv=None) -> int:
     dw = m["defect_wise_recall"] or {}
     where = a.out / ("report.html" if not a.no_report else "metrics.json")
     print(f"{m['model'] or 'model'} on {m['dataset_name'] or a.data}/{m['split']}: "
-          f"image AUROC {f(m['image']['auroc'])}, pixel AUROC {f(m['pixel']['auroc'])}, "
+          f"image AUROC {f(m['image']['auroc'])}"
+          + (f" [{f(m['image'].get('auroc_ci_low'))}, {f(m['image'].get('auroc_ci_high'))}]"
+             if "auroc_ci_low" in m["image"] else "")
+          + f", pixel AUROC {f(m['pixel']['auroc'])} (part {f(m['pixel_part'].get('auroc'))}), "
           f"AUPRO@{m['aupro']['fpr_limit']} {f(m['aupro'].get('value'))}, "
           f"F1 {f((m['thresholded'] or {}).get('f1'))}, mR_DW {f(dw.get('mR_DW'))} -> report: {os.fspath(where)}")
     return 0

@@ -40,7 +40,15 @@ METRIC_KEYS = {"image_auroc": ("image", "auroc"), "pixel_auroc": ("pixel", "auro
                "aupro": ("aupro", "value"),                     # FPR limit: evaluate --fpr-limit (0.3)
                "f1": ("thresholded", "f1"),                     # pixel F1 at evaluate's threshold
                "mr_dw": ("defect_wise_recall", "mR_DW"),        # mean defect-wise recall (defect classes)
-               "mr_dw_impurity": ("defect_wise_recall", "mR_DW_impurity")}  # share of impurities flagged
+               "mr_dw_impurity": ("defect_wise_recall", "mR_DW_impurity"),  # share of impurities flagged
+               "image_auroc_lo": ("image", "auroc_ci_low"),     # 95 % stratified bootstrap interval
+               "image_auroc_hi": ("image", "auroc_ci_high"),
+               "pixel_auroc_part": ("pixel_part", "auroc"),     # pixels inside the part (object_mask) only
+               **{f"det_{c}": ("instance_detection_rate", c)    # share of instances of class c detected
+                  for c in ("dent", "bump", "scratch", "chip", "water_stain", "missing", "extra", "swapped")},
+               # image AUROC of normal images vs images holding a class of the group (evaluate.CLASS_GROUPS)
+               **{f"image_auroc_{g}": ("image", "auroc_by_group", g, "auroc")
+                  for g in ("structural", "impurity", "logical")}}
 _VAR = re.compile(r"\$\{(\w+)\}")
 _ROW_ID = re.compile(r"^[\w.+-]+$")
 
@@ -168,8 +176,10 @@ def run_preset(path: Path, overrides: dict, force: bool = False) -> list[dict]:
         m = json.loads(mpath.read_text())
         res = {"id": row["id"]}
         for k in metrics:
-            a, b = METRIC_KEYS[k]
-            res[k] = (m.get(a) or {}).get(b)
+            node = m
+            for part in METRIC_KEYS[k]:   # (section, key) or a longer path into metrics.json
+                node = node.get(part) if isinstance(node, dict) else None
+            res[k] = node
         results.append(res)
     (out / "results.json").write_text(json.dumps({"preset": str(path), "vars": p["env"], "rows": results}, indent=1))
     lines = ["| row | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]

@@ -113,6 +113,13 @@ def _example_fig(plt, path, ex, threshold):
     return path.name
 
 
+def _ci(section: dict):
+    """'[low, high]' of an interval stored as <metric>_ci_low/_ci_high, or None."""
+    if section.get("auroc_ci_low") is None:
+        return None
+    return f"[{_fmt(section['auroc_ci_low'])}, {_fmt(section.get('auroc_ci_high'))}]"
+
+
 def build_report(metrics: dict, curves: dict, examples: list, out_dir) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +161,7 @@ def build_report(metrics: dict, curves: dict, examples: list, out_dir) -> Path:
         return f'<img src="{html.escape(name)}" alt="{html.escape(alt)}">' if name else "<p>not available</p>"
 
     im, px, pro, sp = metrics["image"], metrics["pixel"], metrics["aupro"], metrics["spro"]
+    part, ign = metrics.get("pixel_part") or {}, metrics.get("ignore") or {}
     th, tm = metrics.get("threshold") or {}, metrics.get("thresholded") or {}
     parts = [f"<h1>Evaluation: {_fmt(metrics.get('model'))} on {_fmt(metrics.get('dataset_name'))} "
              f"({_fmt(metrics.get('split'))})</h1>"]
@@ -161,19 +169,28 @@ def build_report(metrics: dict, curves: dict, examples: list, out_dir) -> Path:
         parts.append("<div class='warn'><b>Warnings</b><ul>" + "".join(
             f"<li>{html.escape(w)}</li>" for w in metrics["warnings"]) + "</ul></div>")
     parts.append('<section id="summary"><h2>Summary</h2>' + _table([
-        ("image AUROC", im.get("auroc")), ("image AP", im.get("ap")),
-        ("pixel AUROC", px.get("auroc")), ("pixel AP", px.get("ap")),
+        ("image AUROC", im.get("auroc")), ("image AUROC 95 % interval", _ci(im)), ("image AP", im.get("ap")),
+        ("pixel AUROC", px.get("auroc")), ("pixel AUROC inside the part", part.get("auroc")),
+        ("pixel AP", px.get("ap")),
         (f"AUPRO (FPR &le; {pro.get('fpr_limit')})", pro.get("value")),
         (f"AU-sPRO (FPR &le; {sp.get('fpr_limit', 0.05)})", sp.get("value")),
         ("pixel F1 at threshold", tm.get("f1")), ("mR_DW (defects)", dw.get("mR_DW")),
         ("mR_DW (impurities)", dw.get("mR_DW_impurity"))]) + "</section>")
     parts.append('<section id="image-metrics"><h2>Image level</h2>' + _table([
         ("images", im.get("n")), ("anomalous", im.get("n_anomalous")), ("normal", im.get("n_normal")),
-        ("AUROC", im.get("auroc")), ("AP", im.get("ap"))]) + "</section>")
+        ("ignore-only images (left out)", im.get("n_ignored")),
+        ("AUROC", im.get("auroc")), ("AUROC 95 % interval", _ci(im)),
+        ("interval method", (im.get("auroc_ci") or {}).get("method")),
+        ("resamples, seed", f"{(im.get('auroc_ci') or {}).get('n_resamples')}, {(im.get('auroc_ci') or {}).get('seed')}"
+         if im.get("auroc_ci") else None),
+        ("AP", im.get("ap"))]) + "</section>")
     parts.append('<section id="pixel-metrics"><h2>Pixel level</h2>' + _table([
         ("anomalous pixels", px.get("n_pos")), ("normal pixels", px.get("n_neg")),
         ("AUROC", px.get("auroc")), ("AUROC error bound", px.get("auroc_error_bound")),
         ("AP", px.get("ap")), ("exact AP lies in", f"[{_fmt(px.get('ap_lower'))}, {_fmt(px.get('ap_upper'))}]"),
+        ("AUROC inside the part (object mask)", part.get("auroc")), ("AP inside the part", part.get("ap")),
+        ("images with a part mask", part.get("n_images")),
+        ("ignore pixels (left out of every pixel metric)", ign.get("n_ignore_pixels")),
         (f"AUPRO (FPR &le; {pro.get('fpr_limit')}, normalised)", pro.get("value")),
         ("AUPRO error bound", pro.get("error_bound")), ("regions (connected components)", pro.get("n_regions")),
         ("AU-sPRO", sp.get("value")), ("AU-sPRO regions", sp.get("n_regions")),
@@ -220,5 +237,7 @@ def build_report(metrics: dict, curves: dict, examples: list, out_dir) -> Path:
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>polar_detect evaluation</title>"
            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
     path = out_dir / "report.html"
-    path.write_text(doc)
+    tmp = out_dir / ".report.html.tmp"
+    tmp.write_text(doc)
+    tmp.replace(path)  # atomic: a reader never sees half a report
     return path

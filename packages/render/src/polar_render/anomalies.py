@@ -47,6 +47,7 @@ import numpy as np
 
 from .randomize import rng_for
 from .config import check_range
+from .refine import max_edge
 from .stain import StainParams, jittered_centres
 
 STREAM_ANOMALY = 3
@@ -58,10 +59,11 @@ GEOMETRIC = SURFACE | {"missing", "extra"}
 CLASS_KEYS = {
     "water_stain": {"weight", "parts", "radius_mm", "cell_mm", "frequency_per_mm", "amplitude_mm", "gamma",
                     "alpha", "roughness_scale"},
-    "dent": {"weight", "parts", "radius_mm", "depth_mm"},
-    "scratch": {"weight", "parts", "length_mm", "width_mm", "depth_mm", "curvature_radius_mm"},
+    "dent": {"weight", "parts", "radius_mm", "radius_rel", "depth_mm"},
+    "scratch": {"weight", "parts", "length_mm", "length_rel", "width_mm", "width_rel", "depth_mm",
+                "curvature_radius_mm"},
     "chip": {"weight", "parts", "depth_mm"},
-    "bump": {"weight", "parts", "radius_mm", "depth_mm"},
+    "bump": {"weight", "parts", "radius_mm", "radius_rel", "depth_mm"},
     "missing": {"weight", "parts"},
     "extra": {"weight", "parts"},
     "swapped": {"weight", "pairs"},
@@ -74,10 +76,13 @@ def validate(spec: dict, part_names: set[str], where: str) -> dict:
 
     if not spec:
         return {}
-    unknown = set(spec) - {"probability", "count", "classes", "mask_supersampling"}
+    unknown = set(spec) - {"probability", "count", "classes", "mask_supersampling", "min_visible_px",
+                           "max_view_angle_deg"}
     if unknown:
         raise SceneConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
     check_range(spec.get("probability", 0.5), f"{where}.probability", 0.0, 1.0)
+    check_range(spec.get("min_visible_px", 40), f"{where}.min_visible_px", 1, 1e7)
+    check_range(spec.get("max_view_angle_deg", 75.0), f"{where}.max_view_angle_deg", 0.0, 89.0)
     check_range(spec.get("count", 1), f"{where}.count", 1, len(CLASSES))
     for name, c in (spec.get("classes") or {}).items():
         w = f"{where}.classes.{name}"
@@ -99,13 +104,16 @@ def validate(spec: dict, part_names: set[str], where: str) -> dict:
             for k in ("frequency_per_mm", "gamma", "roughness_scale"):
                 check_range(c.get(k, 1.0), f"{w}.{k}", 0.0)
             check_range(c.get("alpha", -0.2), f"{w}.alpha", -1.0, 1.0)
-        if name in ("dent", "bump"):
-            check_range(c["radius_mm"], f"{w}.radius_mm", 0.0)
+        sizes = {"dent": ("radius",), "bump": ("radius",), "scratch": ("length", "width")}.get(name, ())
+        for k in sizes:  # exactly one of <k>_mm (absolute) and <k>_rel (x the part's largest extent)
+            given = [x for x in (f"{k}_mm", f"{k}_rel") if x in c]
+            if len(given) != 1:
+                raise SceneConfigError(f"{w}: give exactly one of {k}_mm and {k}_rel (got {given or 'neither'})")
+            check_range(c[given[0]], f"{w}.{given[0]}", 0.0)
         if name in ("dent", "bump", "scratch", "chip"):
             check_range(c["depth_mm"], f"{w}.depth_mm", 0.0)
         if name == "scratch":
-            for k in ("length_mm", "width_mm", "curvature_radius_mm"):
-                check_range(c[k], f"{w}.{k}", 0.0)
+            check_range(c["curvature_radius_mm"], f"{w}.curvature_radius_mm", 0.0)
     return spec
 
 
@@ -140,9 +148,32 @@ def _u(rng, v, where):
     return float(rng.uniform(a, b))
 
 
-def sample_anomalies(spec: dict, seed: int, index: int, slots, models_mm: dict) -> list[Anomaly]:
+def _size(rng, c: dict, name: str, where: str, part_mm: float) -> float:
+    """A size in mm: ``<name>_mm`` as given, or ``<name>_rel`` x the part's largest extent."""
+    if f"{name}_rel" in c:
+        return _u(rng, c[f"{name}_rel"], f"{where}.{name}_rel") * part_mm
+    return _u(rng, c[f"{name}_mm"], f"{where}.{name}_mm")
+
+
+MAX_TRIES = 8   # redraws of an anomaly whose projected size is below min_visible_px
+
+
+def _limits(spec: dict) -> tuple[int, int]:
+    from .visibility import DEFAULT_MIN_VISIBLE_PX
+
+    return int(spec.get("min_visible_px", DEFAULT_MIN_VISIBLE_PX)), MAX_TRIES
+
+
+def sample_anomalies(spec: dict, seed: int, index: int, slots, models_mm: dict, visible=None,
+                     dropped: list | None = None) -> list[Anomaly]:
     """Anomalies of sample ``index``. ``slots``: scene.PartSlot list (extra slots included);
-    ``models_mm``: slot key -> (vertices mm, faces) in the model frame (clean)."""
+    ``models_mm``: slot key -> (vertices mm, faces) in the model frame (clean).
+
+    ``visible`` (:class:`polar_render.visibility.VisibleSurface` of the clean sample): centres
+    are drawn on surface points the camera sees, and an anomaly whose estimated projected
+    size stays below ``min_visible_px`` after ``MAX_TRIES`` draws is dropped; each drop is
+    appended to ``dropped`` as ``{"class", "reason"}``. Without ``visible`` (geometry-only
+    callers) centres are drawn area-uniformly over the part, hidden faces included."""
     if not spec or not spec.get("classes"):
         return []
     rng = rng_for(seed, index, STREAM_ANOMALY)
@@ -153,78 +184,220 @@ def sample_anomalies(spec: dict, seed: int, index: int, slots, models_mm: dict) 
     weights = np.array([float(spec["classes"][n].get("weight", 1.0)) for n in names])
     n = min(int(rng.integers(int(lo), int(hi) + 1)), len(names))
     chosen = rng.choice(len(names), size=n, replace=False, p=weights / weights.sum())
-    base_slots = [s for s in slots if not s.key.startswith("x")]
+    if callable(visible):   # built lazily: only anomalous samples pay for the AOV pass
+        visible = visible()
+    ctx = _Context(rng, [s for s in slots if not s.key.startswith("x")], models_mm, visible, *_limits(spec))
     out = []
     for k in sorted(chosen):
         name = names[k]
-        c = spec["classes"][name]
-        where = f"anomalies.classes.{name}"
-        if name == "swapped":
-            pair = c["pairs"][int(rng.integers(len(c["pairs"])))]
-            cands = sorted({s.instance for s in base_slots if s.part in pair})
-            inst = int(rng.choice(cands))
-            out.append(Anomaly(name, inst, {"parts": list(pair)}))
+        try:
+            a = _SAMPLERS[name](ctx, name, spec["classes"][name], f"anomalies.classes.{name}")
+        except _Dropped as why:
+            if dropped is not None:
+                dropped.append({"class": name, "reason": str(why)})
             continue
-        cands = [s for s in base_slots if s.part in c["parts"]]
-        if not cands:
-            continue
-        target = cands[int(rng.integers(len(cands)))]
-        if name == "water_stain":
-            inst_slots = [s for s in base_slots if s.instance == target.instance and s.part in c["parts"]]
-            allv = np.concatenate([models_mm[s.key][0] for s in inst_slots])
-            cell = _u(rng, c["cell_mm"], f"{where}.cell_mm")
-            origin, dims, centres = jittered_centres(allv.min(0), allv.max(0), cell, rng)
-            sp = StainParams(radius_mm=_u(rng, c["radius_mm"], f"{where}.radius_mm"), cell_mm=cell,
-                             frequency_per_mm=_u(rng, c.get("frequency_per_mm", 0.5), where),
-                             amplitude_mm=_u(rng, c.get("amplitude_mm", 0.0), where),
-                             gamma=_u(rng, c.get("gamma", 2.0), where), alpha=_u(rng, c.get("alpha", -0.2), where),
-                             roughness_scale=_u(rng, c.get("roughness_scale", 1.0), where),
-                             noise_offset=tuple(float(x) for x in rng.uniform(0, 200, 3)),
-                             grid_origin_mm=origin, grid_dims=dims, centres_mm=centres)
-            out.append(Anomaly(name, target.instance, {"parts": [s.part for s in inst_slots]}, stain=sp))
-        elif name in ("dent", "bump", "scratch"):
-            v, f = models_mm[target.key]
-            tri = v[f]
-            area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-            fi = int(rng.choice(len(f), p=area / area.sum()))
-            b = rng.dirichlet([1.0, 1.0, 1.0])
-            centre = b @ tri[fi]
-            nrm = np.cross(tri[fi, 1] - tri[fi, 0], tri[fi, 2] - tri[fi, 0])
-            nrm /= np.linalg.norm(nrm)
-            depth = _u(rng, c["depth_mm"], f"{where}.depth_mm") * (1.0 if name == "bump" else -1.0)
-            edge = float(np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=2).max())
-            params = {"part": target.part, "centre_mm": centre.tolist(), "normal": nrm.tolist(),
-                      "height_mm": depth, "ring_mm": edge}
-            if name == "scratch":  # a planar arc through the centre, in the tangent plane
-                t = np.cross(nrm, rng.normal(size=3))
-                t /= np.linalg.norm(t)
-                side = np.cross(nrm, t)
-                length = _u(rng, c["length_mm"], f"{where}.length_mm")
-                bend = _u(rng, c["curvature_radius_mm"], f"{where}.curvature_radius_mm") * rng.choice([-1.0, 1.0])
-                sv = np.linspace(-length / 2, length / 2, 64)
-                curve = centre + sv[:, None] * t + (sv**2 / (2 * bend))[:, None] * side
-                params.update(curve_mm=curve.tolist(), width_mm=_u(rng, c["width_mm"], f"{where}.width_mm"))
-            else:
-                params["radius_mm"] = _u(rng, c["radius_mm"], f"{where}.radius_mm")
-            out.append(Anomaly(name, target.instance, params))
-        elif name == "chip":  # planar cut through the part's corner nearest a random box corner
-            v, f = models_mm[target.key]
-            lo, hi = v.min(0), v.max(0)
-            box_corner = np.where(rng.uniform(size=3) < 0.5, lo, hi)
-            corner = v[np.argmin(np.linalg.norm(v - box_corner, axis=1))]
-            n = corner - (lo + hi) / 2
-            n /= np.linalg.norm(n)
-            depth = _u(rng, c["depth_mm"], f"{where}.depth_mm")
-            tri = v[f]
-            edge = float(np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=2).max())
-            out.append(Anomaly(name, target.instance, {
-                "part": target.part, "corner_mm": corner.tolist(), "normal": n.tolist(),
-                "plane_point_mm": (corner - depth * n).tolist(), "depth_mm": depth, "ring_mm": edge}))
-        elif name == "missing":
-            out.append(Anomaly(name, target.instance, {"part": target.part}))
-        elif name == "extra":
-            out.append(Anomaly(name, target.instance, {"part": target.part}))
+        if a is not None:
+            out.append(a)
     return out
+
+
+def unlabelled_events(events: list[Anomaly], table: list[dict] | None) -> list[dict]:
+    """Sampled anomalies that left no pixel in the mask (hidden after all, or not applicable):
+    recorded as dropped, never labelled."""
+    seen = {(t["class"], t["instance"]) for t in table or []}
+    return [{"class": a.cls, "instance": a.instance, "reason": "no visible pixel after rendering"}
+            for a in events if (a.cls, a.instance) not in seen]
+
+
+class _Dropped(Exception):
+    """An anomaly that cannot be placed visibly (the message says why)."""
+
+
+@dataclass
+class _Context:
+    rng: np.random.Generator
+    base_slots: list
+    models_mm: dict
+    visible: object
+    min_px: int
+    tries: int
+
+    def targets(self, parts) -> list:
+        return [s for s in self.base_slots if s.part in parts]
+
+    def pick_visible(self, cands) -> tuple:
+        """(slot, index into its SlotView) of a uniformly drawn candidate pixel over ``cands``."""
+        counts = np.array([self.visible.count(s.key) for s in cands], np.float64)
+        if counts.sum() == 0:
+            raise _Dropped("no visible surface of its parts")
+        s = cands[int(self.rng.choice(len(cands), p=counts / counts.sum()))]
+        sv = self.visible.slots[s.key]
+        idx = sv.candidates(self.visible.min_cos)
+        return s, int(idx[int(self.rng.integers(len(idx)))])
+
+
+def _part_extent(v: np.ndarray) -> float:
+    return float((v.max(0) - v.min(0)).max())
+
+
+def _surface_point(ctx: _Context, cands):
+    """(slot, centre mm, unit normal, projected px per mm^2) of a surface point."""
+    if ctx.visible is None:
+        target = cands[int(ctx.rng.integers(len(cands)))]
+        v, f = ctx.models_mm[target.key]
+        tri = v[f]
+        area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+        fi = int(ctx.rng.choice(len(f), p=area / area.sum()))
+        centre = ctx.rng.dirichlet([1.0, 1.0, 1.0]) @ tri[fi]
+        nrm = np.cross(tri[fi, 1] - tri[fi, 0], tri[fi, 2] - tri[fi, 0])
+        return target, centre, nrm / np.linalg.norm(nrm), np.inf
+    s, j = ctx.pick_visible(cands)
+    sv = ctx.visible.slots[s.key]
+    nrm = sv.normals[j] / np.linalg.norm(sv.normals[j])
+    return s, sv.points_mm[j].copy(), nrm, float(sv.px_per_mm[j] ** 2 * sv.cos_view[j])
+
+
+def _sample_surface(ctx: _Context, name: str, c: dict, where: str):
+    """dent, bump, scratch: a centre on a (visible) surface point, redrawn until its
+    projected size reaches min_visible_px."""
+    cands = ctx.targets(c["parts"])
+    if not cands:
+        return None
+    best = 0.0
+    for _ in range(ctx.tries):
+        target, centre, nrm, px_per_mm2 = _surface_point(ctx, cands)
+        v, f = ctx.models_mm[target.key]
+        extent = _part_extent(v)
+        depth = _u(ctx.rng, c["depth_mm"], f"{where}.depth_mm") * (1.0 if name == "bump" else -1.0)
+        params = {"part": target.part, "centre_mm": centre.tolist(), "normal": nrm.tolist(), "height_mm": depth}
+        if name == "scratch":  # a planar arc through the centre, in the tangent plane
+            t = np.cross(nrm, ctx.rng.normal(size=3))
+            t /= np.linalg.norm(t)
+            side = np.cross(nrm, t)
+            length = _size(ctx.rng, c, "length", where, extent)
+            bend = _u(ctx.rng, c["curvature_radius_mm"], f"{where}.curvature_radius_mm") * ctx.rng.choice([-1.0, 1.0])
+            sv = np.linspace(-length / 2, length / 2, 64)
+            curve = centre + sv[:, None] * t + (sv**2 / (2 * bend))[:, None] * side
+            width = _size(ctx.rng, c, "width", where, extent)
+            params.update(curve_mm=curve.tolist(), width_mm=width)
+            area, target_mm = length * width, width / 4
+        else:
+            params["radius_mm"] = _size(ctx.rng, c, "radius", where, extent)
+            area, target_mm = np.pi * params["radius_mm"] ** 2, params["radius_mm"] / 4
+        params["ring_mm"] = min(target_mm, float(max_edge(v, f).max()))
+        est = area * px_per_mm2
+        if est >= ctx.min_px:
+            return Anomaly(name, target.instance, {**params, "est_visible_px": float(min(est, 1e9))})
+        best = max(best, est)
+    raise _Dropped(f"projected size {best:.0f} px < min_visible_px {ctx.min_px} after {ctx.tries} draws")
+
+
+def _sample_chip(ctx: _Context, name: str, c: dict, where: str):
+    """A planar cut through the part's corner nearest a random box corner; with ``visible``
+    only corners the camera sees."""
+    cands = ctx.targets(c["parts"])
+    if not cands:
+        return None
+    best = 0.0
+    for _ in range(ctx.tries):
+        target = cands[int(ctx.rng.integers(len(cands)))]
+        v, f = ctx.models_mm[target.key]
+        lo, hi = v.min(0), v.max(0)
+        box_corner = np.where(ctx.rng.uniform(size=3) < 0.5, lo, hi)
+        corner = v[np.argmin(np.linalg.norm(v - box_corner, axis=1))]
+        nrm = corner - (lo + hi) / 2
+        nrm /= np.linalg.norm(nrm)
+        depth = _u(ctx.rng, c["depth_mm"], f"{where}.depth_mm")
+        params = {"part": target.part, "corner_mm": corner.tolist(), "normal": nrm.tolist(),
+                  "plane_point_mm": (corner - depth * nrm).tolist(), "depth_mm": depth,
+                  "ring_mm": min(depth / 3, float(max_edge(v, f).max()))}
+        if ctx.visible is None:
+            return Anomaly(name, target.instance, params)
+        # seen when a point inside the cut (a third of the way in) is seen
+        seen, ppm = ctx.visible.sees_point(target.instance, corner - depth / 3 * nrm, depth,
+                                           [s.key for s in ctx.base_slots if s.instance == target.instance])
+        est = 1.5 * depth**2 * ppm**2 if seen else 0.0     # ~ the three facets' visible share
+        if est >= ctx.min_px:
+            return Anomaly(name, target.instance, {**params, "est_visible_px": float(est)})
+        best = max(best, est)
+    raise _Dropped(f"no visible corner with projected size >= min_visible_px {ctx.min_px} "
+                   f"after {ctx.tries} draws (best {best:.0f} px)")
+
+
+def _sample_part(ctx: _Context, name: str, c: dict, where: str):
+    """missing (the part must be seen), extra (checked after rendering)."""
+    cands = ctx.targets(c["parts"])
+    if not cands:
+        return None
+    if ctx.visible is not None and name == "missing":
+        cands = [s for s in cands if ctx.visible.pixels_of(s.key) >= ctx.min_px]
+        if not cands:
+            raise _Dropped(f"none of {sorted(set(c['parts']))} shows >= {ctx.min_px} px")
+    target = cands[int(ctx.rng.integers(len(cands)))]
+    return Anomaly(name, target.instance, {"part": target.part})
+
+
+def _sample_swapped(ctx: _Context, name: str, c: dict, where: str):
+    pair = c["pairs"][int(ctx.rng.integers(len(c["pairs"])))]
+    insts = sorted({s.instance for s in ctx.base_slots if s.part in pair})
+    if ctx.visible is not None:
+        insts = [i for i in insts if all(ctx.visible.pixels_of(s.key) >= ctx.min_px
+                                         for s in ctx.base_slots if s.instance == i and s.part in pair)]
+        if not insts:
+            raise _Dropped(f"parts {list(pair)} are not both seen with >= {ctx.min_px} px")
+    return Anomaly(name, int(ctx.rng.choice(insts)), {"parts": list(pair)})
+
+
+def _sample_stain(ctx: _Context, name: str, c: dict, where: str):
+    """Algorithm 1's jittered centres over the instance's stain parts (see stain.py); with
+    ``visible``, centres whose stain shows fewer than min_visible_px pixel centres are removed
+    (moved out of reach), and the stain is dropped when none is left."""
+    cands = ctx.targets(c["parts"])
+    if not cands:
+        return None
+    target = cands[int(ctx.rng.integers(len(cands)))]
+    inst_slots = [s for s in ctx.base_slots if s.instance == target.instance and s.part in c["parts"]]
+    allv = np.concatenate([ctx.models_mm[s.key][0] for s in inst_slots])
+    cell = _u(ctx.rng, c["cell_mm"], f"{where}.cell_mm")
+    origin, dims, centres = jittered_centres(allv.min(0), allv.max(0), cell, ctx.rng)
+    sp = StainParams(radius_mm=_u(ctx.rng, c["radius_mm"], f"{where}.radius_mm"), cell_mm=cell,
+                     frequency_per_mm=_u(ctx.rng, c.get("frequency_per_mm", 0.5), where),
+                     amplitude_mm=_u(ctx.rng, c.get("amplitude_mm", 0.0), where),
+                     gamma=_u(ctx.rng, c.get("gamma", 2.0), where), alpha=_u(ctx.rng, c.get("alpha", -0.2), where),
+                     roughness_scale=_u(ctx.rng, c.get("roughness_scale", 1.0), where),
+                     noise_offset=tuple(float(x) for x in ctx.rng.uniform(0, 200, 3)),
+                     grid_origin_mm=origin, grid_dims=dims, centres_mm=centres)
+    params = {"parts": [s.part for s in inst_slots]}
+    if ctx.visible is not None:
+        kept = keep_visible_stains(sp, [ctx.visible.slots.get(s.key) for s in inst_slots], ctx.min_px)
+        if kept == 0:
+            raise _Dropped(f"no stain shows >= {ctx.min_px} px")
+        params["visible_centres"] = kept
+    return Anomaly(name, target.instance, params, stain=sp)
+
+
+STAIN_AWAY_MM = 1e6   # a removed stain centre is moved this far: no surface point is ever inside it
+
+
+def keep_visible_stains(sp: StainParams, views, min_px: int) -> int:
+    """Remove (move away) the centres of ``sp`` whose stain covers fewer than ``min_px`` of
+    the seen pixel centres in ``views`` (SlotViews, None = unseen); return how many remain
+    visible. Evaluated with Algorithm 1 itself (``stain.evaluate``) on the seen points."""
+    from .stain import evaluate
+
+    pts = [sv.points_mm for sv in views if sv is not None and len(sv.pixels)]
+    counts = np.zeros(len(sp.centres_mm), np.int64)
+    if pts:
+        inside, _, idx, _ = evaluate(np.concatenate(pts), sp)
+        counts = np.bincount(idx[inside], minlength=len(sp.centres_mm))
+    small = counts < min_px
+    sp.centres_mm[small] = sp.centres_mm[small] + STAIN_AWAY_MM
+    return int((~small).sum())
+
+
+_SAMPLERS = {"dent": _sample_surface, "bump": _sample_surface, "scratch": _sample_surface,
+             "chip": _sample_chip, "missing": _sample_part, "extra": _sample_part,
+             "swapped": _sample_swapped, "water_stain": _sample_stain}
 
 
 CURVE_EXACT_MM = 5.0    # _curve_distance is exact up to here; callers compare with <= w/2 + one mesh edge (~2 mm)
@@ -298,9 +471,50 @@ def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
 EXTRA_ROTATION = np.diag([-1.0, -1.0, 1.0])  # 180 degrees about the model z axis
 
 
+def refinement_zone(a: Anomaly):
+    """``zone(v, f) -> bool (F,)``: triangles that reach anomaly ``a``'s region grown by one
+    refined edge (``ring_mm``), for :func:`polar_render.refine.refine_zone`."""
+    from .refine import faces_reaching
+
+    ring = float(a.params["ring_mm"])
+    n = np.asarray(a.params["normal"], np.float64)
+    if a.cls in ("dent", "bump"):
+        anchors, reach = np.asarray([a.params["centre_mm"]]), a.params["radius_mm"] + ring
+    elif a.cls == "scratch":
+        curve = np.asarray(a.params["curve_mm"])
+        step = float(np.linalg.norm(np.diff(curve, axis=0), axis=1).max())
+        anchors, reach = curve, a.params["width_mm"] / 2 + ring + step / 2
+    else:  # chip: the half-space beyond the cut plane, grown by ring
+        p0 = np.asarray(a.params["plane_point_mm"])
+        return lambda v, f: ((v[f] - p0) @ n).max(1) >= -ring
+
+    def zone(v, f):
+        # only the side the defect is on: the back of a thin wall within reach keeps its mesh
+        fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+        return faces_reaching(v, f, anchors, reach) & (fn @ n > 0)
+    return zone
+
+
+def refined_mesh(v, f, n, anomalies: list[Anomaly]):
+    """The clean mesh split finely enough around every surface anomaly (``refine.py``):
+    target edge = ``ring_mm`` of each. Returns (v, f, n); the input when nothing is split."""
+    from .refine import RefinementError, refine_zone
+
+    for a in anomalies:
+        try:
+            v, f, n, _ = refine_zone(v, f, n, refinement_zone(a), float(a.params["ring_mm"]))
+        except RefinementError:
+            # past the face budget the defect moves the existing vertices only; its mask is
+            # still exact (computed from the rendered geometry), and it is dropped if nothing shows
+            continue
+    return v, f, n
+
+
 def geometry_edits(anomalies: list[Anomaly], slots, models_mm: dict, normals: dict) -> dict:
-    """slot key -> (vertices mm, normals or None) for slots whose geometry differs from
-    clean, or None to hide a slot. Extra slots are hidden unless an ``extra`` anomaly uses them."""
+    """slot key -> (vertices mm, normals or None, faces) for slots whose geometry differs
+    from clean, or None to hide a slot. Extra slots are hidden unless an ``extra`` anomaly
+    uses them. Surface anomalies first refine the mesh around their region (coarse CAD
+    meshes), so faces may differ from the clean mesh's."""
     edits: dict = {}
     active_extra = {(a.instance, a.params["part"]) for a in anomalies if a.cls == "extra"}
     for s in slots:
@@ -311,28 +525,34 @@ def geometry_edits(anomalies: list[Anomaly], slots, models_mm: dict, normals: di
             for s in slots:
                 if s.instance == a.instance and s.part == a.params["part"] and not s.key.startswith("x"):
                     edits[s.key] = None
-        elif a.cls in SURFACE:
-            for s in slots:
-                if s.instance != a.instance or s.key.startswith("x") or edits.get(s.key, 0) is None:
-                    continue
-                if a.cls == "chip" and s.part != a.params["part"]:
-                    continue  # the cut removes material from its own part only
-                v0, f = models_mm[s.key]
-                v = edits[s.key][0] if s.key in edits else v0
-                d = displacement(v0, a)
-                moved = np.any(d != 0, axis=1)
-                if not moved.any():
-                    continue
-                v = v + d
-                n = (edits[s.key][1] if s.key in edits else normals[s.key])
-                n = n.copy() if n is not None else None
-                if n is not None:
-                    touched = np.zeros(len(v), bool)
-                    touched[f[np.any(moved[f], axis=1)].ravel()] = True
-                    local = f[np.any(touched[f], axis=1)]  # every face of every touched vertex
-                    n[touched] = vertex_normals(v, local)[touched]
-                edits[s.key] = (v, n)
+    surface = [a for a in anomalies if a.cls in SURFACE]
+    for s in slots:
+        if s.key.startswith("x") or edits.get(s.key, 0) is None:
+            continue
+        mine = [a for a in surface if a.instance == s.instance and (a.cls != "chip" or s.part == a.params["part"])]
+        if mine:
+            edit = _displaced(mine, *models_mm[s.key], normals[s.key])
+            if edit is not None:
+                edits[s.key] = edit
     return edits
+
+
+def _displaced(anomalies: list[Anomaly], v0, f, n0):
+    """(v, n, f) of one slot with its surface anomalies applied, or None if nothing moves."""
+    v0, f, n0 = refined_mesh(v0, f, n0, anomalies)
+    d = sum(displacement(v0, a) for a in anomalies)   # each a function of the clean position
+    moved = np.any(d != 0, axis=1)
+    if not moved.any():
+        return None
+    v = v0 + d
+    n = None
+    if n0 is not None:
+        n = n0.copy()
+        touched = np.zeros(len(v), bool)
+        touched[f[np.any(moved[f], axis=1)].ravel()] = True
+        local = f[np.any(touched[f], axis=1)]  # every face of every touched vertex
+        n[touched] = vertex_normals(v, local)[touched]
+    return v, n, f
 
 
 def swap_materials(appearance: dict, anomalies: list[Anomaly]) -> dict:
@@ -399,7 +619,8 @@ def instance_masks(anomalies: list[Anomaly], slots, anom: AovView, clean: AovVie
             return
         k = len(table) + 1
         mask[pix] = k
-        table.append({"id": k, "class": a.cls, "kind": a.kind, "instance": a.instance, **(extra or {})})
+        table.append({"id": k, "class": a.cls, "kind": a.kind, "instance": a.instance,
+                      **_exact_contrast(a, pix, anom, clean), **(extra or {})})
 
     order = sorted(anomalies, key=lambda a: MASK_ORDER.index(a.cls))
     for a in order:
@@ -431,14 +652,30 @@ def instance_masks(anomalies: list[Anomaly], slots, anom: AovView, clean: AovVie
             sel = np.isin(anom.slot, ids)
             if not sel.any():
                 continue
-            inside, _, centre, _ = evaluate(_model_points(anom, sel, poses[a.instance]), a.stain)
             ys, xs = np.nonzero(sel)
+            inside, _, centre, delta = evaluate(_model_points(anom, sel, poses[a.instance]), a.stain)
             for c in np.unique(centre[inside]):
                 pix = np.zeros((h, w), bool)
                 m = inside & (centre == c)
                 pix[ys[m], xs[m]] = True
-                add(a, pix, {"centre_mm": a.stain.centres_mm[c].tolist()})
+                add(a, pix, {"centre_mm": a.stain.centres_mm[c].tolist(),
+                             "reflectance_delta": float(np.mean(np.abs(delta[m])))})
     return pool_mask(mask, table, supersampling)
+
+
+def _exact_contrast(a: Anomaly, pix: np.ndarray, anom: AovView, clean: AovView | None) -> dict:
+    """A noise-free contrast of one instance from the exact AOV passes (``contrast`` and its
+    unit ``contrast_measure``): geometric surface defects, the median angle (deg) between
+    anomalous and clean shading normals over the instance's pixels; missing/extra parts,
+    1 (presence). Stains and swapped parts get theirs from the materials (``render.py``)."""
+    if a.cls in SURFACE and clean is not None:
+        both = pix & (anom.slot >= 0) & (clean.slot >= 0)
+        cos = np.clip(np.sum(anom.nrm[both] * clean.nrm[both], axis=-1), -1.0, 1.0)
+        dev = float(np.median(np.degrees(np.arccos(cos)))) if cos.size else 0.0
+        return {"contrast": dev, "contrast_measure": "normal_deviation_deg"}
+    if a.cls in ("missing", "extra"):
+        return {"contrast": 1.0, "contrast_measure": "presence"}
+    return {}
 
 
 def pool_mask(mask_ss: np.ndarray, table: list[dict], s: int) -> tuple[np.ndarray, list[dict]]:

@@ -18,6 +18,9 @@ What is measured, all in one process on the same machine:
 * **write profile**: the cost of each file of one sample (``write_sample``).
 
 The pipeline overhead is end-to-end seconds per sample / raw Stokes seconds (target <= 1.15).
+With ``--denoise oidn`` the samples are denoised and the raw render counts the guide pass
+and the denoiser too (``render.radiance_outputs`` on the raw render's output).
+Image quality per second of rendering: ``python -m polar_render.bench_quality``.
 """
 from __future__ import annotations
 
@@ -111,7 +114,13 @@ class _LoopProbe:
             # Raw Stokes render of the scene the last sample left updated, interleaved with
             # the pipeline so both see the same machine load; outside the sample's wall time.
             t = time.perf_counter()
-            sc.render_stokes(int(cls.captured["appearance"]["render_seed"]) + 7919)
+            seed = int(cls.captured["appearance"]["render_seed"]) + 7919
+            raw = sc.render_stokes(seed)
+            denoise = cls.captured.get("render_kw", {}).get("denoise", "none")
+            if denoise != "none":  # the render includes guide pass + denoiser, as in bench_raw
+                from .render import radiance_outputs
+
+                radiance_outputs(raw, cls.captured["mode"], sc, seed, denoise)
             cls.raw.append((time.perf_counter() - t, dr.kernel_history()))
         cls.marks.append((i, t_end, hist, time.perf_counter()))  # last: start of the next sample
 
@@ -145,15 +154,15 @@ def bench_layout(cfg, res, n_scenes: int, seed: int) -> dict:
             "cameras_per_scene": lcfg.cameras_per_scene}
 
 
-def bench_pipeline(scene: str, n: int, spp: int, res, seed: int, out: Path) -> dict:
+def bench_pipeline(scene: str, n: int, spp: int, res, seed: int, out: Path, denoise: str = "none") -> dict:
     """pipeline.run with the loop probe and a timing wrapper around write_sample."""
     captured = {}
     write_s = []
     orig_render, orig_write, orig_tqdm = pipeline.render_images, pipeline.write_sample, pipeline.tqdm
 
-    def render_images(sc, frame, appearance, mode, anomalies=None):
-        captured.update(scene=sc, frame=frame, appearance=appearance, mode=mode)
-        images = orig_render(sc, frame, appearance, mode, anomalies)
+    def render_images(sc, frame, appearance, mode, anomalies=None, **kw):
+        captured.update(scene=sc, frame=frame, appearance=appearance, mode=mode, render_kw=kw)
+        images = orig_render(sc, frame, appearance, mode, anomalies, **kw)
         captured["images"] = images
         return images
 
@@ -167,7 +176,8 @@ def bench_pipeline(scene: str, n: int, spp: int, res, seed: int, out: Path) -> d
     _LoopProbe.marks, _LoopProbe.raw, _LoopProbe.captured = [], [], captured
     pipeline.render_images, pipeline.write_sample, pipeline.tqdm = render_images, write_sample, _LoopProbe
     try:
-        summary = pipeline.run(RenderRequest(scene=scene, out=out, n=n, seed=seed, spp=spp, res=res, progress=False))
+        summary = pipeline.run(RenderRequest(scene=scene, out=out, n=n, seed=seed, spp=spp, res=res, progress=False,
+                                             denoise=denoise))
     finally:
         pipeline.render_images, pipeline.write_sample, pipeline.tqdm = orig_render, orig_write, orig_tqdm
     if summary.failed:
@@ -203,6 +213,17 @@ def bench_raw(captured: dict, repeats: int) -> dict:
         sc.render_stokes(seed + 1 + k)
         stokes.append(time.perf_counter() - t)
     stokes_k = _jit_stats(dr.kernel_history())
+    denoise = captured.get("render_kw", {}).get("denoise", "none")
+    if denoise != "none":  # the render includes the guide pass and the denoiser (render.radiance_outputs)
+        from .render import radiance_outputs
+
+        raw_img = sc.render_stokes(seed)
+        extra = []
+        for k in range(repeats):
+            t = time.perf_counter()
+            radiance_outputs(raw_img, captured["mode"], sc, seed + 1 + k, denoise)
+            extra.append(time.perf_counter() - t)
+        stokes = [a + b for a, b in zip(stokes, extra)]
     aov = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -276,6 +297,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layout-scenes", type=int, default=8)
     ap.add_argument("--raw-repeats", type=int, default=7)
     ap.add_argument("--variant", default=None, help="Mitsuba variant (default: scene file / auto)")
+    ap.add_argument("--denoise", default="none", choices=["none", "oidn"],
+                    help="render with this denoiser; the raw render then counts guide pass + denoising")
     ap.add_argument("--json", default=None, help="also write the results as JSON to this path")
     args = ap.parse_args(argv)
     if args.n < 2:
@@ -290,11 +313,11 @@ def main(argv=None) -> int:
     cfg = load_scene(args.scene)
     if args.variant:
         os.environ["POLAR_RENDER_VARIANT"] = args.variant
-    mi = activate(args.variant or cfg.render.get("variant", "auto"))
+    mi = activate(args.variant or cfg.render.get("variant", "auto"), mono=cfg.sensor["mode"] == "mono")
     dr.set_flag(dr.JitFlag.KernelHistory, True)
     facts = machine_facts(mi)
     print(f"polar_render bench: scene {cfg.name}, {res[0]}x{res[1]}, {args.spp} spp, "
-          f"{args.n} samples end to end", flush=True)
+          f"{args.n} samples end to end, denoise {args.denoise}", flush=True)
     print("machine")
     for k, v in facts.items():
         print(f"  {k:15s} {v}")
@@ -310,7 +333,7 @@ def main(argv=None) -> int:
 
             scene = _scene_file(Path(tmp), None, args.scene)
             print("(anomalies disabled for this bench: see `python -m polar_render.bench_anomalies`)", flush=True)
-        pr = bench_pipeline(scene, args.n, args.spp, res, args.seed, Path(tmp) / "out")
+        pr = bench_pipeline(scene, args.n, args.spp, res, args.seed, Path(tmp) / "out", args.denoise)
         print(f"pipeline: {pr['summary'].line()}", flush=True)
         raw = bench_raw(pr["captured"], args.raw_repeats)
         wp = profile_write(pr["captured"])
@@ -339,7 +362,8 @@ def main(argv=None) -> int:
     print(f"{'first sample (scene build + JIT compile)':44s} {_fmt(pr['sample_s'][0])}")
     print(f"{'end to end per sample (mean of %d)' % len(steady):44s} {_fmt(e2e)}")
     print(f"{'end to end per sample (median)':44s} {_fmt(e2e_med)}")
-    print(f"{'raw render_stokes (median of %d)' % args.raw_repeats:44s} {_fmt(raw_s)}")
+    label = "raw render_stokes" + (" + guides + denoise" if args.denoise != "none" else "")
+    print(f"{label + ' (median of %d)' % args.raw_repeats:44s} {_fmt(raw_s)}")
     print(f"{'raw render_aov (median of %d)' % args.raw_repeats:44s} {_fmt(raw['aov_median_s'])}")
     print(f"{'raw render_stokes interleaved (mean of %d)' % len(inter):44s} {_fmt(statistics.mean(inter))}")
     ok = "OK" if overhead <= TARGET_OVERHEAD else "ABOVE TARGET"

@@ -14,7 +14,8 @@ def _render(args) -> int:
                         layout=Path(args.layout) if args.layout else None, variant=args.variant,
                         progress=not args.quiet, clean=args.clean, light_variant=args.light_variant,
                         workers=args.workers, shard=parse_shard(args.shard), executor=args.executor,
-                        layout_backend=args.layout_backend, blender=args.blender)
+                        layout_backend=args.layout_backend, blender=args.blender, denoise=args.denoise,
+                        noise_seed=args.noise_seed)
     summary = run(req)
     print(summary.line())
     for i, why in sorted(summary.failed.items()):
@@ -38,7 +39,14 @@ def main(argv=None) -> int:
                         "(in-process with the blenderproc extra, or `blenderproc run` with --blender)")
     r.add_argument("--blender", default=None,
                    help="Blender 4.2 install for `blenderproc run` (default: $BLENDER; unset = in-process bpy)")
-    r.add_argument("--variant", default=None, help="Mitsuba variant (default: auto)")
+    r.add_argument("--variant", default=None,
+                   help="Mitsuba variant (default: auto; cuda > llvm > scalar, mono_polarized for a mono sensor)")
+    r.add_argument("--denoise", default=None, choices=["none", "oidn"],
+                   help="denoise the four polarizer images with OIDN, then recompute Stokes "
+                        "(default: the scene's render.denoise, else none)")
+    r.add_argument("--noise-seed", type=int, default=None,
+                   help="independent Monte Carlo stream K >= 0: the same samples (every draw, mask and exact "
+                        "pass identical) with other render noise, into another --out (noise measurements)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--workers", type=int, default=1, help="local worker processes (one Mitsuba context each)")
     r.add_argument("--executor", default="local", choices=["local", "ray"],

@@ -38,14 +38,14 @@ class ObjectSpec:
     parts: tuple[PartSpec, ...]
 
 
-MATERIAL_KEYS = {"pplastic": {"type", "color", "alpha", "ior"},
+MATERIAL_KEYS = {"pplastic": {"type", "color", "color_tolerance", "alpha", "ior"},
                  "roughconductor": {"type", "conductor", "alpha"},
                  # anisotropic GGX conductor: alpha_u along the mesh's dp/du (brushing), alpha_v across
                  "brushed_conductor": {"type", "conductor", "alpha_u", "alpha_v"},
-                 "diffuse": {"type", "color"}}
+                 "diffuse": {"type", "color", "color_tolerance"}}
 MATERIAL_TYPES = set(MATERIAL_KEYS)
 _TOP_KEYS = {"name", "description", "objects", "default_material", "materials", "layout",
-             "lights", "background", "sensor", "render", "anomalies"}
+             "lights", "background", "sensor", "render", "anomalies", "randomization_strength"}
 
 DEFAULTS = {
     "lights": {"spot": {"radius_m": [1.0, 1.5], "elevation_deg": [30.0, 80.0],
@@ -118,6 +118,60 @@ def check_range(value, where: str, lo=-float("inf"), hi=float("inf")) -> tuple[f
     return a, b
 
 
+def is_rgb(value) -> bool:
+    """A nominal linear-RGB colour ``[r, g, b]`` (rather than a range ``[lo, hi]``)."""
+    return isinstance(value, (list, tuple)) and len(value) == 3
+
+
+def check_color(value, where: str) -> None:
+    """A colour is ``[r, g, b]`` (nominal, each in [0, 1]) or a range drawn per channel."""
+    if is_rgb(value):
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 <= x <= 1.0 for x in value):
+            raise SceneConfigError(f"{where}: an [r, g, b] colour needs three numbers in [0, 1], got {value!r}")
+        return
+    check_range(value, where, 0.0, 1.0)
+
+
+# Per-sample ranges and tolerances that ``randomization_strength`` scales (dotted paths;
+# ``*`` = every key of that mapping). A range [lo, hi] shrinks about its middle, a tolerance
+# (one number meaning +-t) is multiplied; fixed numbers and [r, g, b] colours stay.
+STRENGTH_RANGES = ("materials.*.color", "materials.*.alpha", "materials.*.alpha_u", "materials.*.alpha_v",
+                   "materials.*.ior", "lights.spot.radius_m", "lights.spot.elevation_deg",
+                   "lights.spot.azimuth_deg", "lights.spot.intensity", "lights.ring.radiance",
+                   "background.ground.color", "background.ground.alpha", "background.ground.checker_scale",
+                   "background.environment.radiance", "layout.radius_m", "layout.elevation_deg",
+                   "layout.azimuth_deg", "layout.inplane_deg", "layout.drop_height_cm", "layout.fill",
+                   "layout.distance_m")
+STRENGTH_TOLERANCES = ("materials.*.color_tolerance", "layout.look_at_jitter_mm", "layout.xy_range_mm",
+                       "layout.xy_jitter_mm", "layout.tilt_deg", "layout.placement_mm", "layout.yaw_deg",
+                       "layout.camera_position_mm", "layout.camera_angle_deg")
+
+
+def _paths(tree: dict, dotted: str):
+    """(parent mapping, key) pairs a dotted path with ``*`` wildcards names in ``tree``."""
+    nodes = [tree]
+    *parents, leaf = dotted.split(".")
+    for k in parents:
+        nodes = [c for n in nodes for c in (n.values() if k == "*" else [n.get(k)]) if isinstance(c, dict)]
+    return [(n, leaf) for n in nodes if leaf in n]
+
+
+def apply_strength(tree: dict, strength: float) -> None:
+    """Scale every per-sample range and tolerance of a merged scene tree in place (see
+    ``STRENGTH_RANGES``): strength 1 keeps the file's values, 0 fixes each at its nominal
+    (the range's middle), 0.5 halves every spread."""
+    for dotted in STRENGTH_RANGES:
+        for node, k in _paths(tree, dotted):
+            v = node[k]
+            if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+                mid = (v[0] + v[1]) / 2
+                node[k] = [mid - strength * (mid - v[0]), mid + strength * (v[1] - mid)]
+    for dotted in STRENGTH_TOLERANCES:
+        for node, k in _paths(tree, dotted):
+            if isinstance(node[k], (int, float)) and not isinstance(node[k], bool):
+                node[k] = node[k] * strength
+
+
 def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
     path = resolve_scene_path(name_or_path)
     try:
@@ -133,6 +187,12 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
     if isinstance(raw.get("lights"), dict) and "ring" in raw["lights"] and "spot" not in raw["lights"]:
         defaults = {**DEFAULTS, "lights": {}}  # a ring-lit scene has no spot unless it names one
     merged = _merge(defaults, raw)
+    strength = merged.get("randomization_strength", 1.0)
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise SceneConfigError(f"{path}: randomization_strength must be a number in [0, 1], got {strength!r}")
+    as_written = copy.deepcopy(merged)   # cfg.raw: what write_scene_variant copies (strength applied once, at load)
+    if strength != 1.0:
+        apply_strength(merged, float(strength))
 
     materials = merged.get("materials") or {}
     for mname, m in materials.items():
@@ -147,7 +207,9 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
             if k in m:
                 check_range(m[k], f"{where}.{k}", 1e-4, 1.0)
         if "color" in m:
-            check_range(m["color"], f"{where}.color", 0.0, 1.0)
+            check_color(m["color"], f"{where}.color")
+        if "color_tolerance" in m:
+            check_range(m["color_tolerance"], f"{where}.color_tolerance", 0.0, 1.0)
         if "ior" in m:
             check_range(m["ior"], f"{where}.ior", 1.0, 4.0)
     default_material = merged.get("default_material", "default")
@@ -181,6 +243,8 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
     sensor = merged["sensor"]
     if sensor["mode"] not in ("rgb", "mono"):
         raise SceneConfigError(f"{path}: sensor.mode must be 'rgb' or 'mono'")
+    if merged["render"].get("denoise", "none") not in ("none", "oidn"):  # absent = none (digest unchanged)
+        raise SceneConfigError(f"{path}: render.denoise must be 'none' or 'oidn', got {merged['render']['denoise']!r}")
     lights = merged.get("lights") or {}
     if not set(lights) & {"spot", "ring"} or set(lights) - {"spot", "ring"}:
         raise SceneConfigError(f"{path}: lights: name 'spot' and/or 'ring' (unknown: {sorted(set(lights) - {'spot', 'ring'})})")
@@ -193,7 +257,7 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
 
         merged["lights"]["ring"] = validate_ring(lights["ring"], f"{path}: lights.ring")
     check_range(merged["background"]["environment"]["radiance"], f"{path}: background.environment.radiance", 0)
-    check_range(merged["background"]["ground"]["color"], f"{path}: background.ground.color", 0, 1)
+    check_color(merged["background"]["ground"]["color"], f"{path}: background.ground.color")
     check_range(merged["background"]["ground"]["alpha"], f"{path}: background.ground.alpha", 1e-4, 1)
     check_range(merged["background"]["ground"]["checker_scale"], f"{path}: background.ground.checker_scale", 0)
 
@@ -204,7 +268,7 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
     return SceneConfig(name=merged.get("name", path.parent.name), path=path, objects=objects, anomalies=anomalies,
                        default_material=default_material, materials=materials,
                        layout=merged.get("layout") or {}, lights=merged["lights"],
-                       background=merged["background"], sensor=sensor, render=merged["render"], raw=merged)
+                       background=merged["background"], sensor=sensor, render=merged["render"], raw=as_written)
 
 
 def write_scene_variant(dest: str | os.PathLike, scene: str | os.PathLike = "usb_brick",

@@ -32,6 +32,16 @@ camera xy uniform in ``[-xy_jitter_mm, xy_jitter_mm]^2``, roll about the optical
 ``inplane_deg``, and a tilt of the optical axis up to ``tilt_deg`` (uniform in angle, random
 direction; 0 = exactly perpendicular). The output is a normal BOP layout.
 
+Station mode (``mode: station``, an inspection station; e.g. ``usb_brick_station``): one
+product (``instances`` has one obj_id) rests on a fixture in a fixed orientation
+(``rest_rotation_deg``, xyz Euler angles in degrees, then its lowest point on z = 0 and its
+bounding box centred on the origin in xy), moved by the placement tolerances
+``placement_mm`` (xy, uniform +-) and ``yaw_deg`` (about z, uniform +-). Each named view of
+``views`` is one camera per BOP scene (``cameras_per_scene`` = number of views; image
+``im_id`` = view index in file order), framed so that the part fills ``fill`` of the shorter
+image side (number, or [lo, hi] drawn per scene), with the camera tolerances
+``camera_position_mm`` and ``camera_angle_deg`` (see :func:`station_camera`).
+
 Determinism: scene ``s`` depends only on ``(cfg, seed, s)`` through
 ``rng = np.random.default_rng([seed, s])`` and a fresh physics client.
 """
@@ -80,20 +90,30 @@ class LayoutConfig:
     fy: float = 2000.0
     friction: float = 0.5                                  # lateral friction (plane and objects)
     settle_max_s: float = 3.0                              # simulated time limit of the drop
-    mode: str = "drop"                                     # "drop" (pybullet) or "topdown" (see module docstring)
+    mode: str = "drop"                                     # "drop" (pybullet), "topdown" or "station" (docstring)
     distance_m: tuple[float, float] = (0.25, 0.25)         # topdown: camera height above the support
     xy_jitter_mm: float = 0.0                              # topdown: camera xy jitter
     tilt_deg: float = 0.0                                  # topdown: max tilt of the optical axis from vertical
+    views: dict = dataclasses.field(default_factory=dict)  # station: name -> {elevation_deg, azimuth_deg, roll_deg}
+    fill: tuple[float, float] = (0.55, 0.55)               # station: part extent / shorter image side
+    rest_rotation_deg: tuple = (0.0, 0.0, 0.0)             # station: xyz Euler angles of the part on the fixture
+    placement_mm: float = 0.0                              # station: part xy tolerance (uniform +-)
+    yaw_deg: float = 0.0                                   # station: part rotation tolerance about z (+-)
+    camera_position_mm: float = 0.0                        # station: camera position tolerance per axis (+-)
+    camera_angle_deg: float = 0.0                          # station: camera orientation tolerance per axis (+-)
 
     def __post_init__(self):
         self.instances = [int(i) for i in self.instances]
-        if self.mode not in ("drop", "topdown"):
-            raise ValueError(f"LayoutConfig.mode: expected 'drop' or 'topdown', got {self.mode!r}")
-        if isinstance(self.distance_m, (int, float)):
-            self.distance_m = (float(self.distance_m), float(self.distance_m))
+        if self.mode not in ("drop", "topdown", "station"):
+            raise ValueError(f"LayoutConfig.mode: expected 'drop', 'topdown' or 'station', got {self.mode!r}")
+        for name in ("distance_m", "fill"):
+            if isinstance(getattr(self, name), (int, float)):
+                setattr(self, name, (float(getattr(self, name)),) * 2)
+        if self.mode == "station":
+            self._check_station()
         if self.xy_jitter_mm < 0 or not 0 <= self.tilt_deg < 90:
             raise ValueError("LayoutConfig: xy_jitter_mm must be >= 0 and tilt_deg in [0, 90)")
-        for name in ("drop_height_cm", "radius_m", "elevation_deg", "azimuth_deg", "inplane_deg", "distance_m"):
+        for name in ("drop_height_cm", "radius_m", "elevation_deg", "azimuth_deg", "inplane_deg", "distance_m", "fill"):
             v = tuple(float(x) for x in getattr(self, name))
             if len(v) != 2 or v[0] > v[1]:
                 raise ValueError(f"LayoutConfig.{name}: expected (low, high), got {v}")
@@ -104,6 +124,30 @@ class LayoutConfig:
             raise ValueError("LayoutConfig: cameras_per_scene, width, height must be >= 1")
         if self.radius_m[0] <= 0 or self.fx <= 0 or self.fy <= 0:
             raise ValueError("LayoutConfig: radius_m, fx, fy must be positive")
+
+    def _check_station(self) -> None:
+        if len(self.instances) != 1:
+            raise ValueError(f"LayoutConfig.instances: station mode holds one product, got {self.instances}")
+        if not isinstance(self.views, dict) or not self.views:
+            raise ValueError("LayoutConfig.views: station mode needs at least one named view "
+                             "({name: {elevation_deg, azimuth_deg, roll_deg}})")
+        for name, v in self.views.items():
+            extra = set(v or {}) - {"elevation_deg", "azimuth_deg", "roll_deg"}
+            if not isinstance(v, dict) or extra or "elevation_deg" not in v:
+                raise ValueError(f"LayoutConfig.views.{name}: expected {{elevation_deg, azimuth_deg?, roll_deg?}}"
+                                 + (f", unknown {sorted(extra)}" if extra else ""))
+            if not 0.0 < float(v["elevation_deg"]) <= 90.0:
+                raise ValueError(f"LayoutConfig.views.{name}.elevation_deg: must be in (0, 90]")
+        self.cameras_per_scene = len(self.views)
+        lo, hi = (float(x) for x in self.fill)
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"LayoutConfig.fill: share of the shorter image side in (0, 1], got {self.fill}")
+        self.rest_rotation_deg = tuple(float(x) for x in self.rest_rotation_deg)
+        if len(self.rest_rotation_deg) != 3:
+            raise ValueError("LayoutConfig.rest_rotation_deg: three Euler angles (x, y, z) in degrees")
+        for name in ("placement_mm", "yaw_deg", "camera_position_mm", "camera_angle_deg"):
+            if not float(getattr(self, name)) >= 0.0:
+                raise ValueError(f"LayoutConfig.{name}: a tolerance must be >= 0")
 
     @classmethod
     def from_dict(cls, d: dict) -> "LayoutConfig":
@@ -145,6 +189,8 @@ def sample_scene(models_mm: dict[int, trimesh.Trimesh], cfg: LayoutConfig, rng: 
         raise KeyError(f"sample_scene: no model for obj_id(s) {missing}")
     if cfg.mode == "topdown":
         return _topdown_scene(models_mm, cfg, rng)
+    if cfg.mode == "station":
+        return _station_scene(models_mm, cfg, rng)
     import pybullet as pb
 
     hulls = {oid: _hull_m(models_mm[oid]) for oid in sorted(set(cfg.instances))}
@@ -253,6 +299,46 @@ def _topdown_scene(models_mm: dict[int, trimesh.Trimesh], cfg: LayoutConfig, rng
         tilt_dir = rng.uniform(0.0, 2 * np.pi)
         cameras.append(topdown_w2c([xy[0], xy[1], h], roll, tilt, tilt_dir))
     return objects, cameras
+
+
+def _station_scene(models_mm: dict[int, trimesh.Trimesh], cfg: LayoutConfig, rng: np.random.Generator):
+    """One product on its fixture and one camera per named view (module docstring)."""
+    oid = cfg.instances[0]
+    R0 = Rotation.from_euler("xyz", cfg.rest_rotation_deg, degrees=True).as_matrix()
+    yaw = np.radians(rng.uniform(-cfg.yaw_deg, cfg.yaw_deg))
+    R = Rotation.from_rotvec([0.0, 0.0, yaw]).as_matrix() @ R0
+    v = (np.asarray(models_mm[oid].vertices, np.float64) * 1e-3) @ R.T
+    lo, hi = v.min(0), v.max(0)
+    dxy = rng.uniform(-cfg.placement_mm, cfg.placement_mm, size=2) * 1e-3
+    t = np.array([-(lo[0] + hi[0]) / 2 + dxy[0], -(lo[1] + hi[1]) / 2 + dxy[1], -lo[2]])
+    posed = v + t
+    centre = (posed.min(0) + posed.max(0)) / 2
+    fill = rng.uniform(*cfg.fill)
+    cameras = [station_camera(posed, centre, view, fill, cfg, rng) for view in cfg.views.values()]
+    return [(oid, pose_matrix(R, t))], cameras
+
+
+def station_camera(points_m: np.ndarray, centre_m: np.ndarray, view: dict, fill: float, cfg: LayoutConfig,
+                   rng: np.random.Generator):
+    """(R_w2c, t_w2c_mm) of a station view: the camera looks at ``centre_m`` from elevation /
+    azimuth (degrees; azimuth from world +x towards +y), image up towards world +z (for a
+    view from straight above, towards the far side of the azimuth, -(cos az, sin az, 0)),
+    then rolled by ``roll_deg``. The distance makes the part's larger projected extent
+    (nearest face) cover ``fill`` of the shorter image side. Then the tolerances: eye moved
+    by U(+-camera_position_mm) per axis, orientation turned by U(+-camera_angle_deg) per axis."""
+    el, az = np.radians(float(view["elevation_deg"])), np.radians(float(view.get("azimuth_deg", 0.0)))
+    roll = np.radians(float(view.get("roll_deg", 0.0)))
+    d = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+    up = (0.0, 0.0, 1.0) if el < np.radians(89.9) else (-np.cos(az), -np.sin(az), 0.0)
+    R, _ = look_at_w2c(centre_m + d, centre_m, up=up, roll_rad=roll)
+    rel = (points_m - centre_m) @ R.T                   # camera axes, metres
+    ext = rel.max(0) - rel.min(0)
+    f = max(cfg.fx, cfg.fy)
+    dist = max(ext[0], ext[1]) * f / (fill * min(cfg.width, cfg.height)) + ext[2] / 2
+    eye = centre_m + dist * d + rng.uniform(-cfg.camera_position_mm, cfg.camera_position_mm, 3) * 1e-3
+    turn = Rotation.from_rotvec(np.radians(rng.uniform(-cfg.camera_angle_deg, cfg.camera_angle_deg, 3))).as_matrix()
+    R = turn @ R
+    return R, -R @ (eye * 1000.0)
 
 
 def _frames(split, scene_id, objects, cameras, cfg: LayoutConfig) -> list[bop.Frame]:

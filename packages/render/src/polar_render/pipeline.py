@@ -23,9 +23,9 @@ from tqdm import tqdm
 from . import io
 from .bop import BopLayout, Frame, read_layout
 from .config import SceneConfig, load_scene
-from .anomalies import sample_anomalies, stain_parts
+from .anomalies import sample_anomalies, stain_parts, unlabelled_events
 from .randomize import sample_appearance
-from .render import render_images, software_versions, structure_table, write_sample
+from .render import render_images, software_versions, structure_table, visible_surface_for, write_sample
 from .scene import MitsubaScene, world_to_camera, frame_structure, objects_centre
 
 
@@ -49,6 +49,8 @@ class RenderRequest:
     light_variant: str | None = None  # override lights.ring.variant (none | rot90 | scale2)
     layout_backend: str = "embedded"  # who samples a new layout: "embedded" (pybullet) or "blenderproc"
     blender: str | None = None      # Blender install for `blenderproc run` (None: $BLENDER, else in-process bpy)
+    denoise: str | None = None      # "none" | "oidn" (denoise.py); None = scene file render.denoise
+    noise_seed: int | None = None   # independent Monte Carlo stream: same samples, other render noise
 
 
 @dataclass
@@ -143,6 +145,33 @@ def prepare_layout(cfg: SceneConfig, req: RenderRequest, n: int) -> BopLayout:
     return read_layout(root)
 
 
+def independent_render_seed(seed: int, index: int, noise_seed: int) -> int:
+    """Mitsuba sampler seed of sample ``index`` on the independent stream ``noise_seed``
+    (``--noise-seed``): every sampled value and every exact pass stay those of the sample;
+    only the Monte Carlo estimate differs, so two such renders measure render noise."""
+    from .randomize import STREAM_RENDER
+
+    if isinstance(noise_seed, bool) or not isinstance(noise_seed, int) or noise_seed < 0:
+        raise ValueError(f"NOISE_SEED must be an integer >= 0, got {noise_seed!r}")
+    return int(np.random.default_rng([int(seed), int(index), STREAM_RENDER, 1 + noise_seed]).integers(0, 2**31 - 1))
+
+
+def view_name(cfg: SceneConfig, frame: Frame) -> str | None:
+    """Name of the station view a frame was taken from (layout mode station), else None."""
+    views = list((cfg.layout or {}).get("views") or {})
+    return views[frame.im_id] if cfg.layout.get("mode") == "station" and frame.im_id < len(views) else None
+
+
+def denoise_setting(cfg: SceneConfig, req: RenderRequest) -> str:
+    """``req.denoise`` (CLI ``--denoise``) else the scene's ``render.denoise`` (default none)."""
+    from .denoise import METHODS
+
+    value = req.denoise or cfg.render.get("denoise", "none")
+    if value not in METHODS:
+        raise ValueError(f"DENOISE must be one of {', '.join(METHODS)}, got {value!r}")
+    return value
+
+
 def _check_run_manifest(out: Path, manifest: dict, write: bool = True) -> None:
     """Refuse a run whose configuration differs from ``out/run.json``; keys absent from
     ``manifest`` are not compared (early check before the layout exists)."""
@@ -151,8 +180,10 @@ def _check_run_manifest(out: Path, manifest: dict, write: bool = True) -> None:
         import json
 
         old = json.loads(path.read_text())
-        keys = ("scene", "config_digest", "seed", "spp", "res", "layout", "layout_backend", "variant", "clean")
-        diff = [k for k in keys if k in manifest and old.get(k) != manifest.get(k)]
+        keys = ("scene", "config_digest", "seed", "spp", "res", "layout", "layout_backend", "variant", "clean",
+                "denoise", "noise_seed")
+        since = {"denoise": "none", "noise_seed": None}  # keys added later: value implied by a run.json without them
+        diff = [k for k in keys if k in manifest and old.get(k, since.get(k)) != manifest.get(k)]
         if diff:
             raise ValueError(f"{out} already holds a run with different {', '.join(diff)} "
                              f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); choose another OUT or delete it")
@@ -191,7 +222,7 @@ def run(req: RenderRequest) -> RunSummary:
         resolve_mode("auto", req.blender)     # clear message (install command) before anything is written
     early = {"scene": cfg.name, "config_digest": cfg.digest(), "seed": req.seed,
              "layout_backend": req.layout_backend if own_layout else "given",
-             "spp": int(req.spp or cfg.render["spp"]),
+             "spp": int(req.spp or cfg.render["spp"]), "denoise": denoise_setting(cfg, req),
              "layout": str(Path(req.layout if req.layout is not None else req.out / "layout").resolve())}
     if req.res is not None:
         early["res"] = list(req.res)
@@ -216,11 +247,14 @@ def run(req: RenderRequest) -> RunSummary:
 
     from .variants import activate
 
-    mi = activate(req.variant or cfg.render.get("variant", "auto"))
+    mi = activate(req.variant or cfg.render.get("variant", "auto"), mono=cfg.sensor["mode"] == "mono")
+    if "mono" in mi.variant() and cfg.sensor["mode"] != "mono":
+        raise ValueError(f"variant {mi.variant()} renders one luminance channel; {cfg.path} has sensor.mode "
+                         f"{cfg.sensor['mode']!r} (use a spectral variant, or sensor.mode: mono)")
     summary.variant = mi.variant()
     manifest = {"scene": cfg.name, "scene_file": str(cfg.path), "config_digest": cfg.digest(), "seed": req.seed,
                 "n": n, "spp": spp, "res": list(res), "clean": req.clean, "layout": str(Path(layout.root).resolve()),
-                "layout_backend": early["layout_backend"],
+                "layout_backend": early["layout_backend"], "denoise": early["denoise"], "noise_seed": req.noise_seed,
                 "variant": mi.variant(), "versions": software_versions(mi)}
     _check_run_manifest(req.out, manifest)
 
@@ -277,6 +311,8 @@ def run(req: RenderRequest) -> RunSummary:
                 structure = frame_structure(cfg, layout, frame)
                 slots = [(s.instance, s.obj_id, s.part, s.material) for s in structure.base_slots]
                 appearance = sample_appearance(cfg, req.seed, i, slots, objects_centre(frame))
+                if req.noise_seed is not None:
+                    appearance["render_seed"] = independent_render_seed(req.seed, i, req.noise_seed)
                 key = structure.key(cfg.materials)
                 if not any(k[0] == key for k in scenes):
                     scenes.clear()  # scenes of one structure at a time keep memory flat
@@ -288,13 +324,16 @@ def run(req: RenderRequest) -> RunSummary:
                                                              int(cfg.render["max_depth"]), stains=stains)
                     return scenes[(key, stains)]
 
-                events = sample_anomalies(cfg.anomalies, req.seed, i, structure.slots, scene_for(False).models_mm)
+                dropped: list[dict] = []
+                events = sample_anomalies(cfg.anomalies, req.seed, i, structure.slots, scene_for(False).models_mm,
+                                          visible=lambda: visible_surface_for(scene_for(False), frame, appearance),
+                                          dropped=dropped)
                 # Samples with a water stain (and their clean twins) use the stain-capable
                 # scene; all others the cheaper one. The choice depends on (config, seed, i) only.
                 stained = any(a.cls == "water_stain" for a in events) and bool(stain_parts(cfg.anomalies))
                 t = time.perf_counter()
                 images = render_images(scene_for(stained), frame, appearance, cfg.sensor["mode"],
-                                       [] if req.clean else events)
+                                       [] if req.clean else events, denoise=manifest["denoise"])
                 meta = {"index": i, "seed": req.seed, "scene": cfg.name, "config_digest": cfg.digest(),
                         "frame": {"split": frame.split, "scene_id": frame.scene_id, "im_id": frame.im_id,
                                   "layout": manifest["layout"], "cam_K": frame.K,
@@ -303,7 +342,9 @@ def run(req: RenderRequest) -> RunSummary:
                                                "cam_t_m2c_mm": o.t_m2c_mm} for k, o in enumerate(frame.objects)]},
                         "parts": structure_table(structure), "sampled": appearance, "spp": spp,
                         "anomaly_events": [a.to_meta() for a in events], "clean_twin": req.clean,
-                        "variant": mi.variant(), "versions": manifest["versions"]}
+                        "anomalies_dropped": dropped + ([] if req.clean else unlabelled_events(events, images.anomalies)),
+                        "variant": mi.variant(), "versions": manifest["versions"], "noise_seed": req.noise_seed,
+                        "view": view_name(cfg, frame)}
             except (ValueError, RuntimeError, OSError) as exc:
                 fail(i, exc)
                 continue

@@ -14,6 +14,8 @@ Conventions
   light), so I0 + I90 = I45 + I135 = S0.
 * Unpolarized intensity I_un = S0 (what a sensor without polarizer records).
 * Pixels with S0 <= eps (no light) get DoLP 0 and AoLP 0, never NaN.
+* Physical Stokes vectors lie in the cone S0 >= |(S1, S2, S3)|; ``project_to_cone`` maps
+  Monte Carlo estimates that leave it (negative S0, DoP > 1) to the nearest point of it.
 """
 from __future__ import annotations
 
@@ -37,6 +39,28 @@ def stokes_from_polarizer_images(i0, i45, i90, i135) -> np.ndarray:
     """Linear Stokes (S0, S1, S2) recovered from four polarizer images (S3 not observable)."""
     s0 = 0.5 * (i0 + i45 + i90 + i135)
     return np.stack([s0, i0 - i90, i45 - i135])
+
+
+def project_to_cone(stokes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean projection of every Stokes vector onto the physical cone.
+
+    ``stokes`` is (K, ...) with K = 4 (S0..S3, cone S0 >= |(S1, S2, S3)|) or K = 3 (S0..S2,
+    the linear cone S0 >= |(S1, S2)|). A vector inside is kept bit for bit; one with
+    |x| <= -S0 becomes 0; otherwise (S0, x) -> a (1, x / |x|) with a = (S0 + |x|) / 2.
+    Afterwards S0 >= 0 and every polarizer image 0.5 (S0 + S1 cos 2t + S2 sin 2t) >= 0.
+    Returns (projected array, same dtype; boolean mask (...) of the vectors changed).
+    """
+    s0, x = stokes[0], stokes[1:]
+    n = np.sqrt(np.sum(x.astype(np.float64) ** 2, axis=0))
+    out_side = n > s0
+    if not out_side.any():
+        return stokes, out_side
+    a = np.where(n <= -s0, 0.0, 0.5 * (s0 + n))
+    scale = np.divide(a, n, out=np.zeros_like(a), where=n > 0)
+    out = stokes.copy()
+    out[0] = np.where(out_side, a, s0)
+    out[1:] = np.where(out_side, x * scale, x)
+    return out, out_side
 
 
 def dolp(stokes: np.ndarray, eps: float = 1e-8) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import SceneConfig, check_range
+from .config import SceneConfig, check_range, is_rgb
 
 STREAM_LAYOUT, STREAM_APPEARANCE, STREAM_RENDER = 0, 1, 2
 
@@ -25,7 +25,12 @@ def _u(rng: np.random.Generator, value, where: str, lo=-np.inf, hi=np.inf) -> fl
     return float(rng.uniform(a, b))
 
 
-def _color(rng, value, where) -> list[float]:
+def _color(rng, value, where, tolerance: float = 0.0) -> list[float]:
+    """Linear RGB: ``[r, g, b]`` is a nominal colour moved by U(+-tolerance) per channel
+    (clipped to [0, 1]); a number or ``[lo, hi]`` draws each channel in that range."""
+    if is_rgb(value):
+        c = np.asarray(value, np.float64) + rng.uniform(-tolerance, tolerance, size=3)
+        return [float(x) for x in np.clip(c, 0.0, 1.0)]
     a, b = check_range(value, where, 0.0, 1.0)
     return [float(x) for x in rng.uniform(a, b, size=3)]
 
@@ -36,7 +41,7 @@ def sample_material(rng: np.random.Generator, name: str, spec: dict) -> dict:
     t = spec["type"]
     out = {"material": name, "type": t}
     if t == "pplastic":
-        out["color"] = _color(rng, spec.get("color", [0.0, 1.0]), f"{where}.color")
+        out["color"] = _color(rng, spec.get("color", [0.0, 1.0]), f"{where}.color", spec.get("color_tolerance", 0.0))
         out["alpha"] = _u(rng, spec.get("alpha", 0.1), f"{where}.alpha", 1e-4, 1.0)
         out["ior"] = _u(rng, spec.get("ior", 1.49), f"{where}.ior", 1.0, 4.0)
     elif t == "roughconductor":
@@ -47,7 +52,7 @@ def sample_material(rng: np.random.Generator, name: str, spec: dict) -> dict:
         out["alpha_v"] = _u(rng, spec.get("alpha_v", 0.2), f"{where}.alpha_v", 1e-4, 1.0)
         out["conductor"] = str(spec.get("conductor", "Al"))
     elif t == "diffuse":
-        out["color"] = _color(rng, spec.get("color", [0.0, 1.0]), f"{where}.color")
+        out["color"] = _color(rng, spec.get("color", [0.0, 1.0]), f"{where}.color", spec.get("color_tolerance", 0.0))
     return out
 
 

@@ -23,6 +23,29 @@ channel names, units):
 Normals, depth and masks come from one ray through each pixel centre (box filter), so
 they are exact per pixel; the Stokes pass also uses a box filter so that its pixels
 align with the masks (no reconstruction-filter blur across edges).
+
+Radiance policy (no negative radiance in any output)
+----------------------------------------------------
+Cause of negative values: the spectral variants trace a few wavelengths per path and the
+film converts each spectral sample to linear sRGB through XYZ; the XYZ -> sRGB matrix has
+negative entries, so a single wavelength gives negative R, G or B (e.g. 500 nm: R < 0), and
+at low spp the per-pixel average has not converged to the non-negative value. The same
+conversion also pushes |(S1, S2, S3)| above S0 (DoP > 1). Mono variants convert nothing:
+every path's Stokes vector is physical and so is their mean (the cone is convex), up to
+float rounding; a mono sensor on a spectral variant takes the luminance Y, whose weights
+(CIE y-bar) are non-negative. Every sample, whatever the variant, projects each pixel's (and each colour channel's) Stokes vector
+onto the physical cone S0 >= |(S1, S2, S3)| (``polarization.project_to_cone``, Euclidean,
+vectors inside are untouched); meta.json counts the changed vectors (``cone_projection``).
+
+* ``stokes``: S0 >= 0 (radiance); S1, S2, S3 are signed by definition, |(S1, S2, S3)| <= S0.
+* ``intensity`` = S0 >= 0; ``pol0..135`` >= 0 (and clipped to the 16-bit range), with
+  I0 + I90 = I45 + I135 = S0 as they are computed from the projected Stokes.
+* ``dolp`` in [0, 1], ``aolp`` in [-pi/2, pi/2]: derived, from the projected Stokes.
+* ``render.denoise: oidn`` (``denoise.py``): the four polarizer images are denoised with
+  OIDN (albedo + normal guides), then S0, S1, S2 are recomputed from them and projected
+  onto the linear cone; S3 is not denoised (not observable through linear polarizers):
+  it keeps the rendered S3 / S0, scaled by the denoised S0 and clipped into the cone.
+  meta.json ``denoise`` records the method, device, guides and times.
 """
 from __future__ import annotations
 
@@ -35,9 +58,10 @@ import numpy as np
 
 from . import __version__, io
 from .bop import Frame
-from .polarization import aolp, dolp, polarizer_images
+from .polarization import aolp, dolp, polarizer_images, project_to_cone
 from .anomalies import GEOMETRIC, AovView, instance_masks, swap_materials
 from .scene import FrameStructure, MitsubaScene, world_to_camera
+from .visibility import DEFAULT_MIN_VISIBLE_PX
 
 LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec. 709 luminance of linear RGB
 ZERO_S0 = 1e-8
@@ -62,16 +86,55 @@ class SampleImages:
     timings: dict
     anomaly_mask: np.ndarray | None = None   # (H, W) uint16 anomaly instance ids
     anomalies: list | None = None            # table of visible anomaly instances
+    radiance: dict | None = None             # denoise settings and cone-projection counts (meta.json)
 
 
 def stokes_from_render(raw: np.ndarray, mode: str) -> tuple[np.ndarray, list[str]]:
-    """Mitsuba's (H, W, 15) stokes-integrator output -> (4, H, W, C)."""
-    if raw.shape[-1] != 15:
-        raise RuntimeError(f"unexpected stokes output with {raw.shape[-1]} channels (expected RGB + 4x RGB)")
-    st = np.moveaxis(raw[..., 3:].reshape(*raw.shape[:2], 4, 3), 2, 0)
+    """Mitsuba's stokes-integrator output -> (4, H, W, C).
+
+    Spectral variants: (H, W, 15) = R, G, B, S0..S3 x (R, G, B); a mono sensor gets their
+    Rec. 709 luminance. Mono variants: (H, W, 13) = Y, S0..S3 x (R, G, B) with R = G = B
+    (one traced channel), so channel R is the luminance; only a mono sensor may use them."""
+    n_lead = {15: 3, 13: 1}.get(raw.shape[-1])
+    if n_lead is None:
+        raise RuntimeError(f"unexpected stokes output with {raw.shape[-1]} channels "
+                           "(expected 15: RGB + 4x RGB, or 13 from a mono variant: Y + 4x RGB)")
+    st = np.moveaxis(raw[..., n_lead:].reshape(*raw.shape[:2], 4, 3), 2, 0)
+    if n_lead == 1:
+        if mode != "mono":
+            raise RuntimeError("a mono Mitsuba variant cannot render an RGB sensor (sensor.mode: rgb)")
+        return np.ascontiguousarray(st[..., :1], dtype=np.float32), ["Y"]
     if mode == "mono":
         return (st @ LUMA)[..., None].astype(np.float32), ["Y"]
     return np.ascontiguousarray(st, dtype=np.float32), ["R", "G", "B"]
+
+
+def radiance_outputs(raw: np.ndarray, mode: str, scene: MitsubaScene, seed: int,
+                     denoise: str = "none") -> tuple[np.ndarray, list[str], dict]:
+    """Stokes (4, H, W, C) inside the physical cone (module docstring: radiance policy),
+    denoised when ``denoise == "oidn"`` (guide pass with ``seed``). Returns it, the channel
+    names and the record for meta.json (``denoise``, ``cone_projection``, timings)."""
+    stokes, channels = stokes_from_render(raw, mode)
+    rec = {"denoise": {"method": denoise}}
+    if denoise == "oidn":
+        from .denoise import CLEAN_AUX, GUIDE_SPP, QUALITY, denoise_stokes, oidn_device
+
+        t0 = time.perf_counter()
+        guides = scene.render_guides(seed, GUIDE_SPP)
+        t1 = time.perf_counter()
+        device = oidn_device()
+        stokes, changed = denoise_stokes(stokes, guides, device)
+        rec["denoise"].update({"device": device, "quality": QUALITY, "clean_aux": CLEAN_AUX, "guides": "albedo+normal",
+                               "guide_spp": GUIDE_SPP, "inputs": "pol0, pol45, pol90, pol135",
+                               "s3": "rendered S3/S0 times denoised S0, clipped into the cone"})
+        rec["cone_projection"] = {"stokes_vectors": changed, "after": "denoising (linear cone)"}
+        rec["timings"] = {"guide_render_s": t1 - t0, "denoise_s": time.perf_counter() - t1}
+        return stokes, channels, rec
+    if denoise != "none":
+        raise ValueError(f"render.denoise must be one of none, oidn; got {denoise!r}")
+    stokes, changed = project_to_cone(stokes)
+    rec["cone_projection"] = {"stokes_vectors": int(changed.sum()), "after": "rendering"}
+    return stokes, channels, rec
 
 
 def aov_products(aov: np.ndarray, frame: Frame, scene: MitsubaScene):
@@ -106,9 +169,10 @@ def _view(aov: np.ndarray, frame: Frame, scene: MitsubaScene) -> AovView:
 
 
 def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str,
-                  anomalies: list | None = None) -> SampleImages:
+                  anomalies: list | None = None, denoise: str = "none") -> SampleImages:
     """Render one sample; ``anomalies`` (from ``anomalies.sample_anomalies``) are applied on
-    top of the clean sample, and their instance mask is computed."""
+    top of the clean sample, and their instance mask is computed. ``denoise``: ``none`` or
+    ``oidn`` (``radiance_outputs``)."""
     anomalies = anomalies or []
     t0 = time.perf_counter()
     scene.update(frame, swap_materials(appearance, anomalies))
@@ -136,20 +200,58 @@ def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str
         amask[y0:y1, x0:x1] = sub
         for t in table:
             t["bbox"] = [t["bbox"][0] + x0, t["bbox"][1] + y0, t["bbox"][2] + x0, t["bbox"][3] + y0]
+        label_visibility(table, appearance, int(scene.cfg.anomalies.get("min_visible_px", DEFAULT_MIN_VISIBLE_PX)))
     t_masks = time.perf_counter() - t_masks
     bad = ~np.isfinite(raw)
     nonfinite = int(bad.sum())
     if nonfinite:
         raw = np.where(bad, 0.0, raw).astype(np.float32)
-    stokes, channels = stokes_from_render(raw, mode)
+    stokes, channels, radiance = radiance_outputs(raw, mode, scene, appearance["render_seed"], denoise)
     object_mask, part_mask, normals, depth = aov_products(aov, frame, scene)
     t4 = time.perf_counter()
     return SampleImages(stokes, channels, normals, depth, object_mask, part_mask, nonfinite,
                         {"update_s": t1 - t0, "stokes_render_s": t2 - t1, "aov_render_s": t3 - t2, "post_s": t4 - t3,
                          # parts of the above spent on anomalies (geometry/texture edits + clean
                          # footprint pass; anomalous footprint pass + instance masks)
-                         "anomaly_apply_s": t1 - t0 - t_update, "anomaly_masks_s": t_masks},
-                        amask, table)
+                         "anomaly_apply_s": t1 - t0 - t_update, "anomaly_masks_s": t_masks,
+                         **radiance.pop("timings", {})},   # post_s includes guide_render_s + denoise_s
+                        amask, table, radiance)
+
+
+def label_visibility(table: list[dict], appearance: dict, min_px: int) -> None:
+    """Complete each instance of the mask table: ``visible_px`` (its pixels), ``below_min_visible``
+    (fewer than ``min_px``: datasets treat it as an ignore region), and the exact contrast of
+    stains (``reflectance_change``: mean |delta reflectance| / base reflectance) and swapped
+    parts (``material_difference``: largest change of a colour channel or of GGX alpha)."""
+    mats = {(p["instance"], p["part"]): p for p in appearance["parts"]}
+
+    def base(inst, parts) -> float:
+        cols = [np.mean(mats[(inst, q)].get("color", [1.0, 1.0, 1.0])) for q in parts if (inst, q) in mats]
+        return float(np.mean(cols)) if cols else 1.0
+
+    for t in table:
+        t["visible_px"] = int(t["area_px"])
+        t["below_min_visible"] = bool(t["area_px"] < min_px)
+        if t["class"] == "water_stain":
+            parts = [p["part"] for p in appearance["parts"] if p["instance"] == t["instance"]]
+            delta = t.pop("reflectance_delta", 0.0)
+            t.update(contrast=float(delta / max(base(t["instance"], parts), 1e-3)), contrast_measure="reflectance_change")
+        elif t["class"] == "swapped":
+            a, b = (mats.get((t["instance"], q), {}) for q in t["parts"])
+            diffs = [abs(x - y) for x, y in zip(a.get("color", []), b.get("color", []))]
+            diffs.append(abs(a.get("alpha", 0.0) - b.get("alpha", 0.0)))
+            t.update(contrast=float(max(diffs)), contrast_measure="material_difference")
+
+
+def visible_surface_for(scene: MitsubaScene, frame: Frame, appearance: dict):
+    """:class:`polar_render.visibility.VisibleSurface` of the clean sample (exact AOV pass
+    through pixel centres, after ``scene.update``), for placing anomalies where they are seen."""
+    from .visibility import DEFAULT_MAX_VIEW_ANGLE_DEG, visible_surface
+
+    scene.update(frame, appearance)
+    view = _view(scene.render_aov(), frame, scene)
+    angle = float(scene.cfg.anomalies.get("max_view_angle_deg", DEFAULT_MAX_VIEW_ANGLE_DEG))
+    return visible_surface(view, scene.structure.slots, scene.poses, world_to_camera(frame), frame.K, angle)
 
 
 def exposure_scale(stokes: np.ndarray, sensor: dict) -> float:
@@ -224,6 +326,7 @@ def write_sample(dest: Path, images: SampleImages, meta: dict, sensor: dict) -> 
     meta["exposure_scale"] = scale
     meta["anomalies"] = images.anomalies or []
     meta["nonfinite_stokes_values"] = images.nonfinite
+    meta.update(images.radiance or {})     # "denoise", "cone_projection" (radiance policy)
     meta["zero_intensity_pixels"] = int((st[0].max(axis=-1) <= ZERO_S0).sum())
     meta["timings"] = images.timings
     io.write_json(dest / "meta.json", meta)

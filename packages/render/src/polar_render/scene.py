@@ -33,6 +33,10 @@ from .textures import register_textures
 
 OPENCV_TO_MITSUBA_CAM = np.diag([-1.0, -1.0, 1.0, 1.0])
 AOV_SPEC = "pos:position,nrm:sh_normal,sid:shape_index"
+# Denoiser guides (render.denoise: oidn), a separate pass on the Stokes camera: first-hit
+# diffuse albedo (3) and world-space shading normal (3), box filter like the Stokes pass.
+GUIDE_SPEC = "alb:albedo,nrm:sh_normal"
+MI_LUMINANCE = (0.212671, 0.715160, 0.072169)  # Mitsuba's luminance() of linear sRGB (mono variants)
 # Unit quad ([-1, 1]^2 at z = 0, normal +z, uv in [0, 1]^2). The ground is a mesh, not
 # Mitsuba's analytic rectangle, so that its size and position change through its vertex
 # buffer; the checker scale is an opaque input of ``textures.polar_checkerboard``.
@@ -157,7 +161,8 @@ class MitsubaScene:
         register_textures(mi)
         self._checker = mi.load_dict({"type": "polar_checkerboard"})
         box = {"type": "box"}
-        film = {"type": "hdrfilm", "width": width, "height": height, "pixel_format": "rgb", "rfilter": box}
+        pixel_format = "luminance" if "mono" in mi.variant() else "rgb"   # what mono variants use anyway
+        film = {"type": "hdrfilm", "width": width, "height": height, "pixel_format": pixel_format, "rfilter": box}
         ident = mi.ScalarTransform4f()
         d = {"type": "scene",
              "integrator": {"type": "stokes", "integrator": {"type": "path", "max_depth": int(max_depth)}},
@@ -240,7 +245,7 @@ class MitsubaScene:
         self.camera_index, self.aov_index = sensors["camera"], sensors["aov_camera"]
         self.mask_index = sensors.get("mask_camera", self.aov_index)
         # Model-frame vertices (m) and normals in the order Mitsuba loaded them.
-        self._model, self.models_mm, self.normals = {}, {}, {}
+        self._model, self.models_mm, self.normals, self._refined = {}, {}, {}, set()
         for s in structure.slots:
             v = np.array(self.params[f"{s.key}.vertex_positions"], dtype=np.float64).reshape(-1, 3) / 1000.0
             n = np.array(self.params[f"{s.key}.vertex_normals"], dtype=np.float64).reshape(-1, 3)
@@ -269,8 +274,16 @@ class MitsubaScene:
         return v
 
     def _rgb(self, color):
-        c = self.mi.Color3f(self.mi.srgb_model_fetch(self.mi.ScalarColor3f(*color))) if self._spectral \
-            else self.mi.Color3f(*color)
+        """What an ``rgb`` texture stores for linear RGB ``color``: spectral-upsampling
+        coefficients (spectral variants), its Rec. 709 luminance (mono variants, one
+        channel, as Mitsuba's ``srgb`` texture does at load time), else RGB."""
+        mi = self.mi
+        if self._spectral:
+            c = mi.Color3f(mi.srgb_model_fetch(mi.ScalarColor3f(*color)))
+        elif "mono" in mi.variant():
+            c = mi.Float(float(np.dot(MI_LUMINANCE, [float(x) for x in color])))
+        else:
+            c = mi.Color3f(*color)
         self._dr.make_opaque(c)
         return c
 
@@ -317,22 +330,46 @@ class MitsubaScene:
 
     def set_geometry(self, edits: dict, update: bool = True) -> None:
         """Write every slot's vertices for the current poses; ``edits`` maps a slot key to
-        (model vertices mm, normals) replacing the clean mesh, or None to hide the slot."""
+        (model vertices mm, normals, faces) replacing the clean mesh, or None to hide the slot.
+        Faces that differ from the clean mesh's (refined around a defect) are written too and
+        restored on the next call without that edit; so is the stain-noise attribute's size."""
         mi, p = self.mi, self.params
+        self.current_mm = {}
         for s in self.structure.slots:
             T = self.poses[s.instance]
             v, n = self._model[s.key]
+            f = None
             if s.key in edits:
                 if edits[s.key] is None:  # hidden: every triangle collapses to a point 100 m below
+                    self._set_faces(s.key, None)
                     p[f"{s.key}.vertex_positions"] = mi.Float(np.tile([0.0, 0.0, -100.0], len(v)).astype(np.float32))
                     continue
-                v = edits[s.key][0] / 1000.0
-                n = edits[s.key][1]
+                v, n, f = edits[s.key][0] / 1000.0, edits[s.key][1], edits[s.key][2]
+            self._set_faces(s.key, f)
+            self.current_mm[s.key] = (v * 1000.0, f if f is not None else self.models_mm[s.key][1])
             p[f"{s.key}.vertex_positions"] = mi.Float((v @ T[:3, :3].T + T[:3, 3]).ravel().astype(np.float32))
             if n is not None:
                 p[f"{s.key}.vertex_normals"] = mi.Float((n @ T[:3, :3].T).ravel().astype(np.float32))
         if update:
             p.update()
+
+    def _set_faces(self, key: str, faces) -> None:
+        """Faces of a slot: ``faces`` when they differ from the clean mesh's, else the clean
+        ones (written only when the slot's topology changes); keeps the stain-noise attribute
+        sized to the vertex count."""
+        clean = self.models_mm[key][1]
+        refined = faces is not None and (faces.shape != clean.shape or not np.array_equal(faces, clean))
+        if not refined and key not in self._refined:
+            return
+        f = faces if refined else clean
+        self.params[f"{key}.faces"] = self.mi.UInt32(f.ravel().astype(np.uint32))
+        if key in self.stains:
+            n_v = int(f.max()) + 1 if refined else len(self.models_mm[key][0])
+            self.params[f"{key}.{NOISE_ATTRIBUTE}"] = self.mi.Float(np.zeros(n_v, np.float32))
+        if refined:
+            self._refined.add(key)
+        else:
+            self._refined.discard(key)
 
     def apply_anomalies(self, anomalies: list) -> None:
         """Geometry edits and water stains of one sample (after ``update``)."""
@@ -341,12 +378,12 @@ class MitsubaScene:
             if a.stain is None:
                 continue
             for s in self.structure.base_slots:
-                if s.instance == a.instance and s.key in self.stains:
+                if s.instance == a.instance and s.key in self.stains and s.key in self.current_mm:
                     T = self.poses[s.instance]
                     w2m = invert_pose(T)
                     w2m_mm = np.diag([1000.0, 1000.0, 1000.0, 1.0]) @ w2m  # world m -> model mm
                     self.stains[s.key][-1].set(a.stain, w2m_mm)
-                    v_mm, faces = self.models_mm[s.key]
+                    v_mm, faces = self.current_mm[s.key]
                     edge = float(np.linalg.norm(v_mm[faces[:, 0]] - v_mm[faces[:, 1]], axis=1).max())
                     # vertices of any triangle that reaches a stain (the kernel interpolates N)
                     noise_v = perlin_where_needed(v_mm, a.stain, margin_mm=2 * edge)
@@ -354,8 +391,20 @@ class MitsubaScene:
         self.params.update()
 
     def render_stokes(self, seed: int) -> np.ndarray:
-        """(H, W, 15) float32: R, G, B, then S0..S3 (each R, G, B) from the ``stokes`` integrator."""
+        """(H, W, 15) float32 from the ``stokes`` integrator: R, G, B, then S0..S3 (each
+        R, G, B); mono variants: (H, W, 13), Y, then S0..S3 (each R, G, B, all equal)."""
         img = self.mi.render(self.scene, sensor=self.camera_index, seed=int(seed), spp=self.spp)
+        return np.array(img, dtype=np.float32)
+
+    def render_guides(self, seed: int, spp: int) -> np.ndarray:
+        """(H, W, 6) float32 denoiser guides (``GUIDE_SPEC``): diffuse albedo (3, reflectance,
+        not clipped) and world shading normal (3, unit per ray, mean over the pixel; 0 where
+        nothing is hit), averaged over ``spp`` rays on the Stokes camera's pixel footprint
+        (same box filter), so they match the Stokes pixels. Built on first use only."""
+        if getattr(self, "_guide_integrator", None) is None:
+            self._guide_integrator = self.mi.load_dict({"type": "aov", "aovs": GUIDE_SPEC})
+        img = self.mi.render(self.scene, sensor=self.camera_index, integrator=self._guide_integrator,
+                             seed=int(seed), spp=int(spp))
         return np.array(img, dtype=np.float32)
 
     def _set_intrinsics(self, cam: str, intr: dict) -> None:

@@ -132,13 +132,15 @@ def evaluate(points_mm: np.ndarray, sp: StainParams, noise_values: np.ndarray | 
 
 # ----------------------------------------------------------------------------- Mitsuba side
 
-_REGISTERED = False
+_REGISTERED: dict = {}   # Mitsuba variant -> its StainField class
 
 
 def register_plugins(mi) -> None:
-    """Register the ``stain_reflectance``/``stain_roughness`` textures (once per process)."""
-    global _REGISTERED
-    if _REGISTERED:
+    """Register the ``stain_reflectance``/``stain_roughness`` textures (once per process and
+    Mitsuba variant: plugins are per variant); ``register_plugins.StainField`` is then the
+    active variant's field class."""
+    if mi.variant() in _REGISTERED:
+        register_plugins.StainField = _REGISTERED[mi.variant()]
         return
     import drjit as dr
 
@@ -242,4 +244,4 @@ def register_plugins(mi) -> None:
     mi.register_texture("stain_reflectance", lambda props: StainReflectance(props))
     mi.register_texture("stain_roughness", lambda props: StainRoughness(props))
     register_plugins.StainField = StainField
-    _REGISTERED = True
+    _REGISTERED[mi.variant()] = StainField

@@ -9,12 +9,11 @@ specialises the shapes' surface-interaction code; both made kernels recompile (m
 """
 from __future__ import annotations
 
-_REGISTERED = False
+_REGISTERED: set = set()   # variants the texture is registered for (plugins are per variant)
 
 
 def register_textures(mi) -> None:
-    global _REGISTERED
-    if _REGISTERED:
+    if mi.variant() in _REGISTERED:
         return
     import drjit as dr
 
@@ -46,4 +45,4 @@ def register_textures(mi) -> None:
             return "PolarCheckerboard[]"
 
     mi.register_texture("polar_checkerboard", lambda props: Checkerboard(props))
-    _REGISTERED = True
+    _REGISTERED.add(mi.variant())

@@ -1,11 +1,16 @@
 """Choosing and activating a Mitsuba 3 polarized variant.
 
-Order of preference (``variant="auto"``): ``cuda_ad_spectral_polarized`` when an NVIDIA
-GPU is visible, else ``llvm_ad_spectral_polarized`` when a usable libLLVM (>= 17; we look
-for Debian's ``libllvm19``) is found, else ``scalar_spectral_polarized`` (about 6x slower).
+Order of preference (``variant="auto"``): ``cuda_ad_<kind>_polarized`` when an NVIDIA
+GPU is visible, else ``llvm_ad_<kind>_polarized`` when a usable libLLVM (>= 17; we look
+for Debian's ``libllvm19``) is found, else ``scalar_<kind>_polarized`` (about 6x slower).
+``<kind>`` is ``mono`` for a monochrome sensor (``sensor.mode: mono``; most industrial
+polarization cameras, e.g. Sony IMX250MZR, are monochrome) and ``spectral`` for RGB.
 Mitsuba 3.9 wheels ship no ``rgb_polarized`` variant; the spectral variants convert to
-RGB (or luminance for a mono sensor) in the film. ``POLAR_RENDER_VARIANT`` or an explicit
-``variant=`` overrides the choice; asking for a variant that cannot run raises.
+RGB in the film. The mono variants trace one luminance channel: rgb textures hold their
+Rec. 709 luminance, and no spectral-to-RGB conversion happens (faster at equal spp:
+``python -m polar_render.bench_quality --mono`` measures it). ``POLAR_RENDER_VARIANT``
+or an explicit ``variant=`` overrides the choice; asking for a variant that cannot run
+raises. An RGB sensor cannot use a mono variant (``pipeline`` refuses it).
 """
 from __future__ import annotations
 
@@ -48,10 +53,11 @@ def cuda_visible() -> bool:
 
 
 def choose_variant(requested: str | None = "auto", *, cuda: bool | None = None,
-                   libllvm: str | None | bool = True) -> str:
+                   libllvm: str | None | bool = True, mono: bool = False) -> str:
     """Pure selection logic (no Mitsuba import), testable on any machine.
 
     ``cuda``/``libllvm`` default to probing this machine; pass them to test the rules.
+    ``mono``: the sensor is monochrome, so ``auto`` picks a ``*_mono_polarized`` variant.
     """
     requested = os.environ.get("POLAR_RENDER_VARIANT") or requested or "auto"
     if requested != "auto":
@@ -60,16 +66,18 @@ def choose_variant(requested: str | None = "auto", *, cuda: bool | None = None,
         cuda = cuda_visible()
     if libllvm is True:
         libllvm = find_libllvm()
+    kind = MONO if mono else SPECTRAL
     if cuda:
-        return f"cuda_ad_{SPECTRAL}"
+        return f"cuda_ad_{kind}"
     if libllvm:
-        return f"llvm_ad_{SPECTRAL}"
-    return f"scalar_{SPECTRAL}"
+        return f"llvm_ad_{kind}"
+    return f"scalar_{kind}"
 
 
-def activate(requested: str | None = "auto"):
-    """Select a variant, set ``DRJIT_LIBLLVM_PATH`` if needed, and return the ``mitsuba`` module."""
-    variant = choose_variant(requested)
+def activate(requested: str | None = "auto", mono: bool = False):
+    """Select a variant (``mono``: for a monochrome sensor), set ``DRJIT_LIBLLVM_PATH`` if
+    needed, and return the ``mitsuba`` module."""
+    variant = choose_variant(requested, mono=mono)
     if variant.startswith("llvm"):
         lib = find_libllvm()
         if lib is None:

@@ -1,8 +1,9 @@
 """Command line: ``python -m polar_detect.dataset <command> ...``.
 
-    build         --render DIR [--render DIR ...] --out DATA [--modalities intensity,aolp,dolp,normals]
+    build         --render DIR[:train|:eval] [--render ...] --out DATA [--modalities intensity,aolp,dolp,normals]
                   [--seed 0] [--train-ratio 0.8] [--val-fraction 0.2] [--name NAME] [--overwrite]
-                  [--impurities anomalous|normal] [--from-mosaic]
+                  [--impurities anomalous|normal] [--from-mosaic] [--min-visible-px N]
+                  [--min-contrast V|CLASS=V,...] [--norm-from TRAIN_DATA]
     verify        DATA                      recompute every sha256 (exit 1 on a mismatch)
     export-mvtec  --data DATA --out DIR [--modalities ...] [--category NAME] [--overwrite]
     import-mvtec  --src CATEGORY_DIR --out DATA [--seed 0] [--val-fraction 0] [--overwrite]
@@ -31,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--no-progress", action="store_true")
 
     b = sub.add_parser("build", parents=[common], help="dataset from render runs")
-    b.add_argument("--render", action="append", required=True, help="render output dir (repeatable)")
+    b.add_argument("--render", action="append", required=True,
+                   help="render output dir (repeatable); DIR:train pins all its samples to train (normal "
+                        "samples only), DIR:eval sends them to val/test (--val-fraction); plain DIR is pooled")
     b.add_argument("--out", required=True)
     b.add_argument("--modalities", default=DEFAULT_MODALITIES)
     b.add_argument("--seed", type=int, default=0)
@@ -44,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--from-mosaic", action="store_true",
                    help="compute the polarization modalities from the simulated DoFP raw_mosaic.png "
                         "(scene sensor.dofp.enabled) as import-polar does for a real capture")
+    b.add_argument("--min-visible-px", type=int, default=0,
+                   help="anomaly instances with fewer visible pixels become ignore regions (default 0: off)")
+    b.add_argument("--min-contrast", default=None,
+                   help="anomaly instances below this contrast become ignore regions: V (every class), "
+                        "CLASS=V,... or V,CLASS=V (units per class: meta.json contrast_measure)")
+    b.add_argument("--norm-from", default=None,
+                   help="dataset whose per-modality normalisation (scale/offset) to copy, e.g. the "
+                        "training set for a separately built test set")
 
     v = sub.add_parser("verify", help="check every file against the manifest's sha256")
     v.add_argument("data")
@@ -88,7 +99,9 @@ def main(argv=None) -> int:
 
             _, line = build_from_renders(args.render, args.out, args.modalities, args.seed, args.train_ratio,
                                          args.val_fraction, args.name, args.overwrite, progress,
-                                         impurities=args.impurities, from_mosaic=args.from_mosaic)
+                                         impurities=args.impurities, from_mosaic=args.from_mosaic,
+                                         min_visible_px=args.min_visible_px, min_contrast=args.min_contrast,
+                                         norm_from=args.norm_from)
         elif args.cmd == "verify":
             from .manifest import read_manifest, verify
 

@@ -30,6 +30,30 @@ other ratio without anomalies is refused (a test split needs anomalies).
 
 Sample ids: the render's sample directory name (``000012``) for one render; with several,
 ``r<k>_000012`` (k = position of the render on the command line).
+
+Render roles (``--render DIR:train`` / ``DIR:eval``; ``selection.py``): a render pinned to
+train sends every sample to train (it must hold normal samples only, else the build is
+refused before writing, naming offending ids); one pinned to eval sends its normal,
+anomalous and ignore-only samples to val (``val_fraction`` of each group) or test; unpinned
+renders are pooled and split as above.  The manifest records ``render_roles`` and each
+pinned sample's ``"pinned": "train"|"eval"``.  Splits stay deterministic in the seed.
+
+Ignore regions (``min_visible_px``, ``min_contrast``; rules in ``selection.py``): ignored
+instances are removed from ``instances``, ``classes`` and ``mask`` and listed in the sample's
+``ignored_instances`` (id, class, kind, reason, visible_px, contrast); their pixels form the
+sample's ``ignore`` mask (uint8 0/255 ``ignore.png``; key absent or null when empty); they stay
+in ``instance_mask``.  A sample whose anomaly instances are all ignored gets label 0 and
+``"ignore_image": true`` (left out of image-level metrics, never in train).  Manifest
+``ignore_rules`` holds the thresholds and counts.
+
+Part mask: every sample of a render with ``object_mask`` gets ``"object_mask":
+"samples/<id>/object_mask.png"`` (uint8 0/255 = object_mask > 0), used for metrics inside the
+part and by the ``polar_detect.baseline`` detector.
+
+``norm_from``: the modalities' ``scale``/``offset`` are copied from that dataset (manifest
+``normalisation_from``: dataset, manifest, manifest_sha256, name, modalities; each modality
+entry also names it) instead of computed; needed for an eval-only build (every render
+``:eval``) of intensity-like modalities.
 """
 from __future__ import annotations
 
@@ -41,10 +65,14 @@ import numpy as np
 
 from . import encodings as enc
 from .encodings import DatasetError
+from .selection import POOLED, IgnoreRules, borrowed_normalisation, list_ids, parse_render, visible_px_of
 from .writer import DatasetWriter, split_counts
 
 KINDS = ("defect", "impurity")
 IMPURITY_MODES = ("anomalous", "normal")
+# instance fields copied from meta.json "anomalies" into the manifest (visibility ones when present)
+INSTANCE_KEYS = ("id", "class", "kind", "area_px", "bbox", "visible_px", "contrast", "contrast_measure",
+                 "below_min_visible")
 
 
 # -- reading renders ----------------------------------------------------------------------
@@ -151,7 +179,7 @@ def read_anomalies(sample_dir: Path, meta: dict) -> tuple[np.ndarray | None, lis
         if a.get("kind") not in KINDS:
             raise DatasetError(f"{sample_dir / 'meta.json'}: anomaly {a.get('id')} has kind {a.get('kind')!r}, "
                                f"expected one of {KINDS}")
-        out.append({k: a[k] for k in ("id", "class", "kind", "area_px", "bbox") if k in a})
+        out.append({k: a[k] for k in INSTANCE_KEYS if k in a})
     return inst.astype(np.uint16), out
 
 
@@ -164,29 +192,43 @@ def _take(n: int, fraction: float) -> int:
 
 
 def assign_splits(normal: list[str], anomalous: list[str], seed: int, train_ratio: float = 0.8,
-                  val_fraction: float = 0.2) -> dict[str, str]:
-    """id -> split (see module docstring); deterministic in (ids, seed, ratios)."""
+                  val_fraction: float = 0.2, *, ignore_only=(), pinned_train=(),
+                  pinned_eval: tuple = ((), (), ())) -> dict[str, str]:
+    """id -> split (see module docstring); deterministic in (ids, seed, ratios).
+
+    ``normal``/``anomalous``/``ignore_only``: ids of pooled renders (ignore-only samples are
+    never trained on: ``val_fraction`` of them to val, the rest to test); ``pinned_train``: ids
+    that all go to train; ``pinned_eval``: (normal, anomalous, ignore-only) ids of renders
+    pinned to evaluation, each group split val/test by ``val_fraction``.  The pooled ids are
+    shuffled first, so a build without pinned renders or ignore-only samples splits as before.
+    """
     if not 0 < train_ratio <= 1:
         raise DatasetError(f"train ratio must be in (0, 1], got {train_ratio}")
     if not 0 <= val_fraction < 1:
         raise DatasetError(f"val fraction must be in [0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
-    normal, anomalous = sorted(normal), sorted(anomalous)
-    normal = [normal[i] for i in rng.permutation(len(normal))] if normal else []
-    anomalous = [anomalous[i] for i in rng.permutation(len(anomalous))] if anomalous else []
+
+    def shuffled(ids):
+        ids = sorted(ids)
+        return [ids[i] for i in rng.permutation(len(ids))] if ids else []
+
+    normal, anomalous = shuffled(normal), shuffled(anomalous)
+    ignore_only = shuffled(ignore_only)
+    eval_groups = [shuffled(g) for g in pinned_eval]
     n_train = int(round(train_ratio * len(normal)))
-    if n_train == 0:
+    pooled = normal or anomalous or ignore_only
+    if n_train == 0 and not pinned_train and (pooled or not any(eval_groups)):
         raise DatasetError(f"empty train split: {len(normal)} normal samples x train ratio {train_ratio}")
     held = normal[n_train:]
-    if not anomalous and held:
+    if not anomalous and not eval_groups[1] and (held or eval_groups[0]):
         raise DatasetError("no anomalous samples in the input: a test split needs anomalies "
                            "(render with anomalies, or pass --train-ratio 1 for a train-only dataset)")
     out = {i: "train" for i in normal[:n_train]}
-    k_n, k_a = _take(len(held), val_fraction), _take(len(anomalous), val_fraction)
-    out.update({i: "val" for i in held[:k_n]})
-    out.update({i: "test" for i in held[k_n:]})
-    out.update({i: "val" for i in anomalous[:k_a]})
-    out.update({i: "test" for i in anomalous[k_a:]})
+    out.update({i: "train" for i in pinned_train})
+    for group in [held, anomalous, ignore_only] + eval_groups:
+        k = _take(len(group), val_fraction)
+        out.update({i: "val" for i in group[:k]})
+        out.update({i: "test" for i in group[k:]})
     return out
 
 
@@ -198,38 +240,115 @@ def is_anomalous(anomalies: list[dict], impurities: str = "anomalous") -> bool:
     return bool(anomalies)
 
 
-def build_from_renders(renders: list[str | Path], out: str | Path, modalities, seed: int = 0,
+def counts_as_anomaly(inst: dict, impurities: str) -> bool:
+    """Whether an instance makes its sample anomalous (impurities are normal variation with
+    ``impurities="normal"``)."""
+    return impurities != "normal" or inst.get("kind") != "impurity"
+
+
+def scan_sample(d: Path, meta: dict, rules: IgnoreRules, impurities: str) -> dict:
+    """Label, kept and ignored instances of one render sample (reads only meta.json, and the
+    anomaly mask when an instance's pixel count is needed and not recorded)."""
+    table = meta.get("anomalies") or []
+    counts = None
+
+    def counted(i: int) -> int:
+        nonlocal counts
+        if counts is None:
+            inst, _ = read_anomalies(d, meta)
+            counts = np.bincount(inst.ravel()) if inst is not None else np.zeros(1, np.int64)
+        return int(counts[i]) if i < counts.size else 0
+
+    kept, ignored = [], []
+    for a in table:
+        if not counts_as_anomaly(a, impurities):
+            kept.append(a)
+            continue
+        px = visible_px_of(a, counted if rules.min_visible_px else None)
+        why = rules.reason(a, px if px is not None else 0, d / "meta.json")
+        if why is None:
+            kept.append(a)
+        else:
+            ignored.append({"id": int(a["id"]), "class": a.get("class"), "kind": a.get("kind"), "reason": why,
+                            "visible_px": px, "contrast": a.get("contrast")})
+    label = int(is_anomalous(kept, impurities))
+    return {"label": label, "kept_ids": [int(a["id"]) for a in kept], "ignored": ignored,
+            "ignore_image": bool(ignored) and not label}
+
+
+def _pinned_train_check(entries) -> None:
+    """A render pinned to train may hold normal samples only (refused before writing)."""
+    for path, group in _by_render(entries, "train").items():
+        bad = [e["sid"] for e in group if e["label"] or e["ignored"]]
+        if bad:
+            raise DatasetError(f"--render {path}:train: the train split takes normal samples only, but {len(bad)} "
+                               f"of its {len(group)} samples are anomalous or hold (ignored) anomaly instances: "
+                               f"{list_ids(bad)}; render it without anomalies or pin it with :eval")
+
+
+def _by_render(entries, role):
+    out: dict = {}
+    for e in entries:
+        if e["role"] == role:
+            out.setdefault(str(e["render"]), []).append(e)
+    return out
+
+
+def build_from_renders(renders: list, out: str | Path, modalities, seed: int = 0,
                        train_ratio: float = 0.8, val_fraction: float = 0.2, name: str | None = None,
                        overwrite: bool = False, progress: bool = True, impurities: str = "anomalous",
-                       from_mosaic: bool = False) -> tuple[dict, str]:
-    """Build ``out`` from render runs; returns (manifest, one-line summary)."""
+                       from_mosaic: bool = False, min_visible_px: int = 0, min_contrast=None,
+                       norm_from: str | Path | None = None) -> tuple[dict, str]:
+    """Build ``out`` from render runs; returns (manifest, one-line summary).
+
+    ``renders``: render directories, each ``"DIR"``, ``"DIR:train"``, ``"DIR:eval"`` or a
+    ``(dir, role)`` pair (``selection.parse_render``); ``min_visible_px``/``min_contrast``:
+    ignore rules; ``norm_from``: dataset whose normalisation to copy (module
+    ``selection``).  Every check runs before anything is written."""
     from tqdm import tqdm
 
     mods = enc.check_modalities(modalities)
     if impurities not in IMPURITY_MODES:
         raise DatasetError(f"impurities must be one of {IMPURITY_MODES}, got {impurities!r}")
-    renders = [Path(r) for r in renders]
-    if not renders:
+    rules = IgnoreRules(min_visible_px, min_contrast)
+    parsed = [parse_render(r) for r in renders]
+    if not parsed:
         raise DatasetError("no render directory given")
-    entries = []  # (id, render index, sample dir, meta, label)
-    for k, r in enumerate(renders):
+    renders = [p for p, _ in parsed]
+    entries = []
+    for k, (r, role) in enumerate(parsed):
         for d in list_render_samples(r):
             meta = read_meta(d)
             sid = d.name if len(renders) == 1 else f"r{k}_{d.name}"
-            entries.append((sid, k, d, meta, int(is_anomalous(meta.get("anomalies") or [], impurities))))
-    splits = assign_splits([e[0] for e in entries if not e[4]], [e[0] for e in entries if e[4]],
-                           seed, train_ratio, val_fraction)
-    colour = colour_channels(entries[0][3])
+            entries.append({"sid": sid, "k": k, "dir": d, "meta": meta, "role": role, "render": r,
+                            **scan_sample(d, meta, rules, impurities)})
+    rules.check_classes({a.get("class") for e in entries for a in e["meta"].get("anomalies") or []})
+    _pinned_train_check(entries)
+
+    def ids(role, kind):
+        return [e["sid"] for e in entries if e["role"] == role and kind == (
+            "ignore" if e["ignore_image"] else "anomalous" if e["label"] else "normal")]
+
+    splits = assign_splits(ids(POOLED, "normal"), ids(POOLED, "anomalous"), seed, train_ratio, val_fraction,
+                           ignore_only=ids(POOLED, "ignore"),
+                           pinned_train=[e["sid"] for e in entries if e["role"] == "train"],
+                           pinned_eval=tuple(ids("eval", g) for g in ("normal", "anomalous", "ignore")))
+    colour = colour_channels(entries[0]["meta"])
+    need_scale = any(m in enc.INTENSITY_LIKE for m in mods)
+    borrowed, norm_record = borrowed_normalisation(norm_from, mods, colour) if norm_from else (None, None)
+    if need_scale and borrowed is None and "train" not in splits.values():
+        raise DatasetError("no train sample to compute the intensity scale from (every render is pinned to "
+                           "eval): pass --norm-from <training dataset>")
     classes: dict[str, str] = {}
     s0_values = []
-    need_scale = any(m in enc.INTENSITY_LIKE for m in mods)
     out = Path(out)
     with DatasetWriter(out, name or out.name, seed, overwrite) as w:
-        for sid, k, d, meta, label in tqdm(entries, desc=f"dataset {out.name}", unit="sample",
-                                            disable=not progress, file=sys.stderr):
+        for e in tqdm(entries, desc=f"dataset {out.name}", unit="sample", disable=not progress, file=sys.stderr):
+            sid, k, d, meta, label = e["sid"], e["k"], e["dir"], e["meta"], e["label"]
             if colour_channels(meta) != colour:
                 raise DatasetError(f"{d / 'meta.json'}: colour channels {colour_channels(meta)} differ from {colour}")
-            scaled = need_scale and splits[sid] == "train"  # its S0 goes into the intensity scale
+            # its S0 goes into the intensity scale
+            scaled = need_scale and borrowed is None and splits[sid] == "train"
             wanted = mods + ["intensity"] if scaled and "intensity" not in mods else mods
             if from_mosaic:
                 arrays = read_mosaic_modalities(d, meta, wanted)
@@ -247,22 +366,48 @@ def build_from_renders(renders: list[str | Path], out: str | Path, modalities, s
                 if classes.setdefault(a["class"], a["kind"]) != a["kind"]:
                     raise DatasetError(f"{d / 'meta.json'}: class {a['class']!r} is {a['kind']} here but "
                                        f"{classes[a['class']]} elsewhere")
-            mask = None if inst is None else inst > 0
-            if inst is not None and impurities == "normal":
-                mask = np.isin(inst, [a["id"] for a in table if a["kind"] != "impurity"]) if label else None
+            kept = [a for a in table if a["id"] in e["kept_ids"]]
+            positive = [a["id"] for a in kept if counts_as_anomaly(a, impurities)]
+            mask = np.isin(inst, positive) if label else None
+            ignore = np.isin(inst, [g["id"] for g in e["ignored"]]) if e["ignored"] else None
+            extra = {"pinned": e["role"]} if e["role"] != POOLED else {}
+            extra.update(ignored_instances=e["ignored"], ignore_image=e["ignore_image"])
             w.add(sid, splits[sid], label, str(renders[k].resolve()), arrays,
-                  mask=mask, instance_mask=inst, instances=table,
-                  classes=[a["class"] for a in table], source_sample=f"samples/{d.name}",
-                  render_index=meta.get("index"))
-        scale = enc.robust_scale(np.concatenate(s0_values)) if s0_values else 1.0
-        src = f"{enc.SCALE_PERCENTILE}th percentile of train-split S0, all channels"
-        units = {m: ("radiance" if m in enc.INTENSITY_LIKE else "") for m in mods}
-        modal = {m: enc.modality_entry(m, colour, scale, src, units[m]) for m in mods}
+                  mask=mask, instance_mask=inst, instances=kept,
+                  classes=[a["class"] for a in kept], source_sample=f"samples/{d.name}",
+                  render_index=meta.get("index"), ignore=ignore, object_mask=read_object_mask(d, meta),
+                  **extra)
+        if borrowed is not None:
+            modal = {m: enc.modality_entry(m, colour, 1.0, "", "radiance" if m in enc.INTENSITY_LIKE else "")
+                     for m in mods}
+            for m, v in borrowed.items():
+                modal[m].update(v, normalisation_from=norm_record["manifest"])
+                modal[m]["normalisation"] = f"{v['normalisation']} [copied from {norm_record['manifest']}]"
+        else:
+            scale = enc.robust_scale(np.concatenate(s0_values)) if s0_values else 1.0
+            src = f"{enc.SCALE_PERCENTILE}th percentile of train-split S0, all channels"
+            units = {m: ("radiance" if m in enc.INTENSITY_LIKE else "") for m in mods}
+            modal = {m: enc.modality_entry(m, colour, scale, src, units[m]) for m in mods}
+        roles = [{"render": str(r.resolve()), "role": role, "id_prefix": f"r{k}_" if len(renders) > 1 else "",
+                  "n_samples": sum(e["k"] == k for e in entries)} for k, (r, role) in enumerate(parsed)]
+        n_ignored = sum(len(e["ignored"]) for e in entries)
+        ignore_rules = dict(rules.record(), n_ignored_instances=n_ignored,
+                            n_ignore_images=sum(e["ignore_image"] for e in entries))
         manifest = w.finish(modal, classes, source_kind="render", renders=[str(r.resolve()) for r in renders],
                             split_params={"train_ratio": train_ratio, "val_fraction": val_fraction},
-                            labels={"impurities": impurities},
+                            render_roles=roles, labels={"impurities": impurities}, ignore_rules=ignore_rules,
                             images="DoFP raw mosaic, bilinear demosaicing" if from_mosaic else "exact Stokes",
-                            colour_channels=colour)
+                            colour_channels=colour, allow_empty_train="train" not in splits.values(),
+                            **({"normalisation_from": norm_record} if norm_record else {}))
     line = (f"{len(manifest['samples'])} samples ({split_counts(manifest['samples'])}), "
-            f"modalities {','.join(mods)}, {len(classes)} classes -> {out}")
+            f"modalities {','.join(mods)}, {len(classes)} classes"
+            + (f", {n_ignored} instances ignored" if n_ignored else "") + f" -> {out}")
     return manifest, line
+
+
+def read_object_mask(d: Path, meta: dict) -> np.ndarray | None:
+    """``object_mask > 0`` of a render sample (the part), or None when the render has none."""
+    if "object_mask" not in meta.get("files", {}):
+        return None
+    m = _read(_file(d, meta, "object_mask"))
+    return (m if m.ndim == 2 else m[..., 0]) > 0

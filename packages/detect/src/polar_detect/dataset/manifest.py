@@ -54,9 +54,10 @@ def read_manifest(root: str | Path) -> dict:
 
 
 def sample_files(sample: dict) -> list[str]:
-    """Every relative path a sample references (modalities, masks, region masks)."""
+    """Every relative path a sample references (modalities, masks, ignore and object masks,
+    region masks)."""
     paths = list(sample["files"].values())
-    for key in ("mask", "instance_mask"):
+    for key in ("mask", "instance_mask", "ignore", "object_mask"):
         if sample.get(key):
             paths.append(sample[key])
     for inst in sample.get("instances", []):
@@ -84,3 +85,80 @@ def verify(root: str | Path, progress: bool = False) -> list[str]:
             elif sha256_file(f) != sums[rel]:
                 problems.append(f"{f}: sha256 mismatch")
     return problems
+
+
+# -- normalisation (scale/offset per modality) ---------------------------------------------
+def normalisation_of(manifest: dict, modalities=None) -> dict[str, dict]:
+    """``{modality: {"scale": float, "offset": float}}`` of a manifest (all its modalities, or
+    the given ones that it has)."""
+    mods = manifest.get("modalities") or {}
+    names = list(mods) if modalities is None else [m for m in modalities if m in mods]
+    return {m: {"scale": float(mods[m].get("scale", 1.0)), "offset": float(mods[m].get("offset", 0.0))}
+            for m in names}
+
+
+def normalisation_differences(trained: dict, current: dict, rtol: float = 1e-6) -> list[str]:
+    """Human-readable differences between two ``normalisation_of`` dicts, over the modalities
+    of ``trained`` (a modality missing from ``current`` is a difference)."""
+    out = []
+    for mod, t in sorted(trained.items()):
+        c = current.get(mod)
+        if c is None:
+            out.append(f"{mod}: not in the dataset")
+            continue
+        for key in ("scale", "offset"):
+            a, b = float(t.get(key, 1.0 if key == "scale" else 0.0)), float(c.get(key, 1.0 if key == "scale" else 0.0))
+            if abs(a - b) > rtol * max(abs(a), abs(b), 1e-12):
+                out.append(f"{mod}: {key} {b:.6g} in the dataset, {a:.6g} at training")
+    return out
+
+
+NORM_MISMATCH_MODES = ("warn", "error")
+
+
+def check_normalisation(trained: dict | None, trained_from: str | None, data: str | Path, modalities,
+                        on_mismatch: str = "warn") -> dict:
+    """Compare a model's training normalisation with a dataset's (for ``predict`` commands).
+
+    ``trained``: the normalisation the model stored at training (``normalisation_of``), or None
+    for a model saved before models stored it; then ``trained_from`` (the training manifest
+    path the model recorded) is read if it still exists.  Returns a record for
+    predictions.json: ``{"status": "match"|"mismatch"|"unknown", "differences": [...],
+    "trained_from": ..., "dataset_sha256": ...}``.  ``on_mismatch="error"`` raises
+    DatasetError on a mismatch; ``"warn"`` leaves reporting to the caller (``status``).
+    """
+    if on_mismatch not in NORM_MISMATCH_MODES:
+        raise DatasetError(f"on_mismatch must be one of {NORM_MISMATCH_MODES}, got {on_mismatch!r}")
+    path = manifest_path(data)
+    current = normalisation_of(read_manifest(path), modalities)
+    source = "model"
+    if trained is None and trained_from:
+        try:
+            trained = normalisation_of(read_manifest(trained_from), modalities)
+            source = f"training manifest {trained_from}"
+        except DatasetError:
+            trained = None
+    if trained is None:
+        return {"status": "unknown", "differences": [], "trained": None, "dataset": current,
+                "note": "the model stores no normalisation and its training manifest is not readable"}
+    trained = {m: v for m, v in trained.items() if modalities is None or m in modalities}
+    diffs = normalisation_differences(trained, current)
+    rec = {"status": "mismatch" if diffs else "match", "differences": diffs, "trained": trained,
+           "dataset": current, "trained_source": source}
+    if diffs and on_mismatch == "error":
+        raise DatasetError(f"{path}: normalisation differs from the model's training normalisation "
+                           f"({'; '.join(diffs)}); rebuild the dataset with `dataset build --norm-from "
+                           f"<training dataset>` or pass --norm-mismatch warn")
+    return rec
+
+
+def mismatch_warning(rec: dict, data) -> str | None:
+    """One-line warning text for a ``check_normalisation`` record (None when nothing to say)."""
+    if rec["status"] == "mismatch":
+        return (f"warning: {manifest_path(data)}: normalisation differs from the model's training "
+                f"normalisation ({'; '.join(rec['differences'])}); the model sees inputs on another "
+                f"scale (build this dataset with --norm-from <training dataset>, or pass "
+                f"--norm-mismatch error to refuse)")
+    if rec["status"] == "unknown":
+        return f"warning: {manifest_path(data)}: cannot check the normalisation ({rec['note']})"
+    return None

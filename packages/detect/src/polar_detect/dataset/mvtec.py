@@ -21,7 +21,9 @@ their constants in ``<out>/export.json``:
 
 Train -> ``train/good``; test normal -> ``test/good``; test anomalous -> ``test/<class>``
 (``combined`` when a sample has several classes, as MVTec AD does); val is not exported
-(MVTec AD has no validation split). Masks: binary 8-bit 0/255.
+(MVTec AD has no validation split). Masks: binary 8-bit 0/255. MVTec has no "ignore" label:
+ignore-only samples (``ignore_image``: every anomaly instance ignored) are not exported, and
+the ignore regions of anomalous samples become normal (0) pixels of their masks.
 
 Import (``import_mvtec``): modality ``intensity`` = the image's DN as float32 (lossless for
 8/16-bit), normalisation x / 255 (or / 65535); train/good -> train, test -> test
@@ -95,11 +97,15 @@ def export_mvtec(data: str | Path, out: str | Path, modalities=None, category: s
     category = category or m.get("name") or data.name
     if out.exists() and not overwrite:
         raise DatasetError(f"{out} already exists; pass --overwrite to replace it")
-    counts = {"train/good": 0, "test/good": 0, "test/anomalous": 0, "val (not exported)": 0}
+    counts = {"train/good": 0, "test/good": 0, "test/anomalous": 0, "val (not exported)": 0,
+              "ignore-only (not exported)": 0}
     with atomic_dir(out) as tmp:  # built under a temporary name, renamed into place when complete
         for s in tqdm(m["samples"], desc=f"export {category}", unit="sample", disable=not progress, file=sys.stderr):
             if s["split"] == "val":
                 counts["val (not exported)"] += 1
+                continue
+            if s.get("ignore_image"):  # MVTec has no "ignore": neither good nor anomalous, left out
+                counts["ignore-only (not exported)"] += 1
                 continue
             folder = defect_folder(s)
             sub = "train/good" if s["split"] == "train" else f"test/{folder}"
@@ -127,6 +133,8 @@ def export_mvtec(data: str | Path, out: str | Path, modalities=None, category: s
                     write_png8(gt / f"{s['id']}_mask.png", mask)
         info = {"source": str(data.resolve()), "category": category, "png": "8-bit, grey (1 channel) or RGB (3)",
                 "masks": "8-bit 0/255", "val": "not exported",
+                "ignore": "ignore-only images not exported; ignore regions of anomalous images are "
+                          "normal (0) pixels of their ground-truth masks",
                 "modalities": {mod: {"mapping": MAPPING_TEXT["intensity" if mod.startswith("pol") else mod],
                                      "scale": float(m["modalities"][mod]["scale"]) if mod in enc.INTENSITY_LIKE else None,
                                      "channels": m["modalities"][mod]["channel_names"]} for mod in mods}}

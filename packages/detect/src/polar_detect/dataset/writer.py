@@ -7,6 +7,10 @@ Used by every builder (renders, MVTec AD, MVTec LOCO, real captures). Layout::
     <data>/samples/<id>/mask.png            uint8 0/255 (binary ground truth), anomalous only
     <data>/samples/<id>/instance_mask.png   uint16 instance ids (0 = none), anomalous only
     <data>/samples/<id>/region_<k>.png      uint8 0/255 per-region masks (LOCO imports)
+    <data>/samples/<id>/ignore.png          uint8 0/255 ignore region (neither normal nor
+                                            anomalous; builds with ignore thresholds), optional
+    <data>/samples/<id>/object_mask.png     uint8 0/255 part pixels (object_mask > 0 of the
+                                            source render sample), optional
 
 The staging directory is ``<parent>/.tmp-<name>-<pid>``; on success it is renamed to
 ``<data>`` (an existing ``<data>`` is replaced only with ``overwrite=True``); on any error
@@ -84,9 +88,12 @@ class DatasetWriter:
     def add(self, sid: str, split: str, label: int, source: str, arrays: dict[str, np.ndarray],
             mask: np.ndarray | None = None, instance_mask: np.ndarray | None = None,
             instances: list[dict] | None = None, regions: dict[int, np.ndarray] | None = None,
-            classes: list[str] | None = None, **extra) -> dict:
+            classes: list[str] | None = None, ignore: np.ndarray | None = None,
+            object_mask: np.ndarray | None = None, **extra) -> dict:
         """Write one sample; ``mask`` is boolean-like (H, W), ``instance_mask`` uint16 (H, W),
-        ``regions`` maps instance id -> boolean region mask (stored as ``region_<id>.png``)."""
+        ``regions`` maps instance id -> boolean region mask (stored as ``region_<id>.png``);
+        ``ignore`` and ``object_mask`` (boolean-like (H, W)) are stored as 0/255 PNGs and
+        listed under the same keys only when given (``ignore`` only when it has a pixel)."""
         d = self.tmp / "samples" / sid
         if d.exists():
             raise DatasetError(f"duplicate sample id {sid!r} (from {source})")
@@ -105,13 +112,20 @@ class DatasetWriter:
         entry = {"id": sid, "split": split, "label": int(label), "classes": sorted(set(classes or [])),
                  "source": str(source), "files": files, "size": list(shape) if shape else None,
                  "mask": None, "instance_mask": None, "instances": list(instances or [])}
+        if ignore is not None:
+            entry["ignore"] = None
+        if object_mask is not None:
+            entry["object_mask"] = None
         for key, arr, writer, fname in (("mask", mask, write_png8, "mask.png"),
-                                        ("instance_mask", instance_mask, write_png16, "instance_mask.png")):
-            if arr is None:
+                                        ("instance_mask", instance_mask, write_png16, "instance_mask.png"),
+                                        ("ignore", ignore, write_png8, "ignore.png"),
+                                        ("object_mask", object_mask, write_png8, "object_mask.png")):
+            if arr is None or (key == "ignore" and not np.any(arr)):
                 continue
             if arr.shape[:2] != shape:
                 raise DatasetError(f"{source}: {key} is {arr.shape[:2]} but the images are {shape}")
-            writer(d / fname, (np.asarray(arr) > 0).astype(np.uint8) * 255 if key == "mask" else arr)
+            binary = key != "instance_mask"
+            writer(d / fname, (np.asarray(arr) > 0).astype(np.uint8) * 255 if binary else arr)
             entry[key] = f"{rel}/{fname}"
         for inst in entry["instances"]:
             if regions and inst["id"] in regions:

@@ -47,8 +47,10 @@ def _train(a: argparse.Namespace) -> None:
             raise InputError(f"{ds.manifest_file}: no anomaly-free training samples")
         return ds if len(normal) == len(ds) else torch.utils.data.Subset(ds, normal)
 
+    from polar_detect.dataset.manifest import normalisation_of, read_manifest
+    norm = normalisation_of(read_manifest(a.data), inputs)
     train_polar(make, inputs, a.out, cfg, meta={"dataset": str(Path(a.data).resolve()),
-                                                "preset": a.preset})
+                                                "preset": a.preset, "normalisation": norm})
     print(f"draem: trained {'+'.join(inputs)} ({a.preset}, {cfg.epochs} epochs) -> {a.out}")
 
 
@@ -99,6 +101,20 @@ def _base_image(image: torch.Tensor, modality: str) -> np.ndarray:
     return (np.clip(x.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
 
 
+def _norm_check(a: argparse.Namespace, inputs) -> dict:
+    """The dataset's normalisation against the one the model was trained with (draem.json
+    ``normalisation``; models saved before it: the training manifest it names)."""
+    from polar_detect.dataset.manifest import check_normalisation, mismatch_warning
+
+    from .polar import CONFIG
+    cfg = json.loads((Path(a.model) / CONFIG).read_text())
+    rec = check_normalisation(cfg.get("normalisation"), cfg.get("dataset"), a.data, inputs, a.norm_mismatch)
+    msg = mismatch_warning(rec, a.data)
+    if msg:
+        print(msg, file=sys.stderr)
+    return rec
+
+
 def _predict(a: argparse.Namespace) -> None:
     import tifffile
     from PIL import Image
@@ -115,6 +131,7 @@ def _predict(a: argparse.Namespace) -> None:
     if (data / "manifest.json").exists() or data.suffix == ".json":
         from polar_detect.data import PolarDataset
         from polar_detect.dataset.manifest import sha256_file
+        norm = _norm_check(a, model.inputs)
         sets = {k: PolarDataset(data, a.split, [k], size=None) for k in model.inputs}
         first = sets[model.inputs[0]]
         dataset_ref, sha = str(first.manifest_file), sha256_file(first.manifest_file)
@@ -127,6 +144,7 @@ def _predict(a: argparse.Namespace) -> None:
         ch = model.models["intensity"].channels
         sets = {"intensity": _FolderDataset(data, ch)}
         first, dataset_ref, sha = sets["intensity"], str(data.resolve()), None
+        norm = None
     scores, maps = {}, {}
     for i in tqdm(range(len(first)), desc="draem predict", unit="img"):
         items = {k: ds[i] for k, ds in sets.items()}
@@ -141,7 +159,7 @@ def _predict(a: argparse.Namespace) -> None:
             Image.fromarray(blend).save(out / "overlays" / f"{sid}.png")
     pred = {"model": "draem:" + "+".join(model.inputs), "dataset": dataset_ref,
             "manifest_sha256": sha, "split": a.split, "threshold": None,
-            "scores": scores, "maps": maps}
+            "normalisation_check": norm, "scores": scores, "maps": maps}
     (out / "predictions.json").write_text(json.dumps(pred, indent=1))
     s = np.array(list(scores.values()) or [np.nan])
     print(f"draem: {len(scores)} predictions ({a.split}) -> {out}/predictions.json; "
@@ -173,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--out", required=True)
     q.add_argument("--device", default="cpu")
     q.add_argument("--no-overlay", action="store_true")
+    q.add_argument("--norm-mismatch", choices=["warn", "error"], default="warn",
+                   help="dataset normalisation differs from the training set's: warn (default) or refuse (exit 2)")
     a = p.parse_args(argv)
     if a.cmd == "train" and a.size % 32:
         p.error("--size must be a multiple of 32")

@@ -1,7 +1,10 @@
 """Anomaly-detection metrics: functional forms and stateful (update/compute) forms.
 
-Scores: higher = more anomalous; predicted positive iff ``score >= threshold``.
+Scores: higher = more anomalous; predicted positive iff ``score >= threshold``.  The
+stateful pixel metrics take an optional ``ignore`` mask in ``update`` (pixels neither
+normal nor anomalous, e.g. a dataset's ignore regions) and leave those pixels out.
 """
+from .bootstrap import auroc_bootstrap_ci, bootstrap_ci, stratified_bootstrap_indices
 from .defect_recall import COVERAGE_THRESHOLDS, DefectWiseRecall, defect_wise_recall, instance_coverage
 from .pro import AUPRO, aupro
 from .roc import (BinaryROC, binary_auroc, binary_average_precision, binary_pr_curve,
@@ -10,7 +13,8 @@ from .spro import AUsPRO, auspro, saturation_area
 from .threshold import F1OptimalThreshold, ThresholdedPRF, binary_prf_at_threshold, f1_optimal_threshold
 
 __all__ = ["AUPRO", "AUsPRO", "BinaryROC", "COVERAGE_THRESHOLDS", "DefectWiseRecall",
-           "F1OptimalThreshold", "ThresholdedPRF", "aupro", "auspro", "binary_auroc",
+           "F1OptimalThreshold", "ThresholdedPRF", "aupro", "auroc_bootstrap_ci", "auspro",
+           "binary_auroc", "bootstrap_ci", "stratified_bootstrap_indices",
            "binary_average_precision", "binary_pr_curve", "binary_prf_at_threshold",
            "binary_roc_curve", "defect_wise_recall", "f1_optimal_threshold", "instance_coverage",
            "saturation_area"]

@@ -93,24 +93,31 @@ class AUPRO(RegionOverlapCurve):
     def _settings(self) -> dict:
         return {"connectivity": self.connectivity}
 
-    def update(self, preds, target) -> None:
+    def update(self, preds, target, ignore=None) -> None:
+        """``ignore`` (same shape, nonzero = ignored): those pixels are neither region nor
+        background pixels (regions are labelled on ``target & ~ignore``)."""
         s = to_numpy(preds)
         t = to_numpy(target).astype(bool)
         if s.shape != t.shape:
             raise ValueError(f"preds and target differ in shape: {s.shape} vs {t.shape}")
+        g = np.zeros(t.shape, bool) if ignore is None else to_numpy(ignore).astype(bool)
+        if g.shape != t.shape:
+            raise ValueError(f"ignore mask and preds differ in shape: {g.shape} vs {t.shape}")
         if s.ndim == 2:
-            s, t = s[None], t[None]
-        for si, ti in zip(s, t):
+            s, t, g = s[None], t[None], g[None]
+        for si, ti, gi in zip(s, t, g):
+            ti = ti & ~gi
             w, n = region_weights(ti, self.connectivity)
             self.n_regions += n
             if n:
                 self.acc.update(si[ti], w[ti], 0.0)
-            self.acc.update(si[~ti], 0.0, 1.0)
+            self.acc.update(si[~ti & ~gi], 0.0, 1.0)
 
 
-def aupro(preds, target, fpr_limit: float = 0.3, connectivity: int = 8) -> float:
-    """Exact normalised AUPRO of (N, H, W) or (H, W) maps against binary masks (NaN if undefined)."""
+def aupro(preds, target, fpr_limit: float = 0.3, connectivity: int = 8, ignore=None) -> float:
+    """Exact normalised AUPRO of (N, H, W) or (H, W) maps against binary masks (NaN if
+    undefined); pixels where ``ignore`` is nonzero are left out."""
     m = AUPRO(fpr_limit, connectivity, mode="exact")
-    m.update(preds, target)
+    m.update(preds, target, ignore)
     v = m.compute()["value"]
     return float("nan") if v is None else v

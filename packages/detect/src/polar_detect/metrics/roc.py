@@ -2,8 +2,8 @@
 
 Functional forms (exact, all data in memory): :func:`binary_auroc`,
 :func:`binary_average_precision`, :func:`binary_roc_curve`, :func:`binary_pr_curve`.
-Stateful form: :class:`BinaryROC` (``update(preds, target)`` then ``compute()``), exact or
-memory-bounded (fixed-bin histogram; see ``_curve``).  Conventions follow scikit-learn:
+Stateful form: :class:`BinaryROC` (``update(preds, target, ignore=None)`` then ``compute()``;
+pixels where ``ignore`` is nonzero are left out), exact or memory-bounded (fixed-bin histogram; see ``_curve``).  Conventions follow scikit-learn:
 AUROC is the trapezoid area of the ROC (ties are one step, i.e. half credit), AP is
 ``sum_k (R_k - R_{k-1}) P_k`` over distinct thresholds.
 
@@ -24,14 +24,27 @@ from ._curve import (DEFAULT_BINS, DEFAULT_MAX_EXACT, ScoreAccumulator, area_err
                      area_up_to, rates, to_numpy)
 
 
-def _prepare(preds, target):
+def _prepare(preds, target, ignore=None):
+    """Flattened (scores, bool target); pixels where ``ignore`` is true are dropped."""
     s = to_numpy(preds).ravel()
     t = to_numpy(target).ravel()
     if s.shape != t.shape:
         raise ValueError(f"preds and target differ in size: {s.shape} vs {t.shape}")
     if s.dtype.kind not in "f":
         s = s.astype(np.float64)
-    return s, t.astype(bool)
+    t = t.astype(bool)
+    if ignore is not None:
+        keep = ~keep_mask(ignore, s.shape)
+        s, t = s[keep], t[keep]
+    return s, t
+
+
+def keep_mask(ignore, shape) -> np.ndarray:
+    """``ignore`` (array-like, nonzero = ignored) flattened and checked against ``shape``."""
+    g = to_numpy(ignore).ravel().astype(bool)
+    if g.shape != tuple(shape):
+        raise ValueError(f"ignore mask and preds differ in size: {g.shape} vs {tuple(shape)}")
+    return g
 
 
 def _roc_from_sweep(thr, cp, cq):
@@ -116,8 +129,10 @@ class _StreamingScores:
     def reset(self):
         self.acc.reset()
 
-    def update(self, preds, target) -> None:
-        s, t = _prepare(preds, target)
+    def update(self, preds, target, ignore=None) -> None:
+        """Add pixels (or images); those where ``ignore`` is nonzero count neither as
+        positives nor as negatives."""
+        s, t = _prepare(preds, target, ignore)
         self.acc.update(s, t, ~t)
 
 

@@ -54,7 +54,9 @@ class AUsPRO(RegionOverlapCurve):
                  value_range=None, max_exact: int = DEFAULT_MAX_EXACT):
         super().__init__(fpr_limit, mode, bins, value_range, max_exact)
 
-    def update(self, pred, regions, saturation_thresholds=None, relative=None) -> None:
+    def update(self, pred, regions, saturation_thresholds=None, relative=None, ignore=None) -> None:
+        """``ignore`` (H, W), nonzero = left out: such pixels are removed from the regions and
+        are not false positives either."""
         s = to_numpy(pred)
         if s.dtype.kind != "f":
             s = s.astype(np.float64)
@@ -67,8 +69,12 @@ class AUsPRO(RegionOverlapCurve):
         sat_thr = ([np.inf] * k if saturation_thresholds is None
                    else list(np.broadcast_to(np.asarray(saturation_thresholds, np.float64), (k,))))
         rel = [False] * k if relative is None else list(np.broadcast_to(np.asarray(relative, bool), (k,)))
-        union = np.zeros(s.shape, bool)
+        g = np.zeros(s.shape, bool) if ignore is None else to_numpy(ignore).astype(bool)
+        if g.shape != s.shape:
+            raise ValueError(f"ignore mask {g.shape} and prediction {s.shape} differ in shape")
+        union = g.copy()
         for ri, thr, rl in zip(r, sat_thr, rel):
+            ri = ri & ~g
             area = int(ri.sum())
             if area == 0:
                 continue  # an empty annotation has no overlap to measure

@@ -1,6 +1,7 @@
 """F1-maximising pixel threshold (chosen on validation) and thresholded pixel metrics.
 
-Convention everywhere: a pixel is predicted anomalous iff ``score >= threshold``.
+Convention everywhere: a pixel is predicted anomalous iff ``score >= threshold``; pixels
+where the optional ``ignore`` mask of ``update`` is nonzero are left out of every count.
 The threshold is a score value taken from the sweep (a distinct validation score in exact
 mode, a bin lower edge in histogram mode); among equal F1 values the highest threshold wins.
 """
@@ -57,8 +58,8 @@ class ThresholdedPRF:
     def reset(self):
         self.tp = self.fp = self.fn = self.tn = 0
 
-    def update(self, preds, target) -> None:
-        s, t = _prepare(preds, target)
+    def update(self, preds, target, ignore=None) -> None:
+        s, t = _prepare(preds, target, ignore)
         p = s >= self.threshold
         self.tp += int(np.count_nonzero(p & t))
         self.fp += int(np.count_nonzero(p & ~t))

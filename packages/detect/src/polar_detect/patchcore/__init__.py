@@ -4,6 +4,8 @@ original PatchCore baseline, sharing one feature extractor and one scoring path 
 CLI: ``python -m polar_detect.patchcore train|meld|finetune|predict``; benchmark:
 ``python -m polar_detect.patchcore.bench``.
 """
+from .encoding import InputEncoding
 from .model import (PatchCore, SequentialPatchCore, auroc, best_f1_threshold, load_model)
 
-__all__ = ["PatchCore", "SequentialPatchCore", "load_model", "auroc", "best_f1_threshold"]
+__all__ = ["PatchCore", "SequentialPatchCore", "InputEncoding", "load_model", "auroc",
+           "best_f1_threshold"]

@@ -1,12 +1,21 @@
-"""python -m polar_detect.patchcore train|meld|finetune|predict ...
+"""python -m polar_detect.patchcore train|meld|finetune|predict|average ...
 
-  train     --data DIR --out MODEL [--method sequential|original] [--backbone ...]
-            [--coreset-size N | --ratio R] [--epochs E] [--early-stop] [--augment]
+  train     --data DIR --out MODEL [--modality M] [--method sequential|original]
+            [--backbone ...] [--coreset-size N | --ratio R] [--epochs E] [--early-stop]
+            [--augment] [--encoding auto|none] [--percentile P]
   meld      --models A B [...] --coreset-size N --out MODEL [--data DIR (recalibrate)]
   finetune  --model MODEL --data DIR --out MODEL [--epochs E] [--augment]
   predict   --model MODEL --data DIR --out PRED_DIR [--split test[,val]]
+  average   --pred DIR --pred DIR [...] --out PRED_DIR [--standardise normal|none]
+            [--stats-split val] [--score max|mean] [--name NAME]
 
-The model file holds the extractor config; predict writes README section 4's format.
+The model file holds the extractor config and the input encoding with its train-split
+statistics (``--encoding auto``, the default: see ``polar_detect.patchcore.encoding``):
+the model reads the dataset's stored values, so the dataset's own normalisation does not
+matter; ``--encoding none`` feeds the manifest-normalised values as they are (the
+behaviour before issue 13). finetune/meld/predict take the modality from the model.
+predict writes README section 4's format; average combines per-input predictions
+(Polar-Ano eq. 4, standardised: ``polar_detect.average``).
 Bad input -> exit 2 with a message naming the file.
 """
 from __future__ import annotations
@@ -24,24 +33,42 @@ class InputError(Exception):
     pass
 
 
-def _dataset(root: str, split: str, modality: str, size):
+def _dataset(root: str, split: str, modality: str, size, encoding=None):
+    """The split's loader. With an input ``encoding`` (the model's) the loader returns the
+    stored physical values (``normalise=False``) and the model encodes them; without one
+    it returns the manifest-normalised values, which go to the backbone as they are."""
     root_p = Path(root)
     manifest = root_p / "manifest.json"
     if not manifest.is_file():
         raise InputError(f"{manifest}: dataset manifest not found")
     from polar_detect.data import PolarDataset   # lazy: owned by the dataset issue
     try:
-        ds = PolarDataset(root_p, split, [modality], size)
+        ds = PolarDataset(root_p, split, [modality], size, normalise=encoding is None)
     except (KeyError, ValueError, FileNotFoundError) as e:
         raise InputError(f"{manifest}: cannot load split {split!r} modality {modality!r}: {e}") from e
     try:
         ch = ds.channels(modality)
     except (AttributeError, KeyError, TypeError):
         ch = None
+    if ch is not None and encoding is not None:
+        try:
+            ch = encoding.out_channels(ch)
+        except ValueError as e:
+            raise InputError(f"{manifest}: {e}") from e
     if ch not in (None, 1, 3):
         raise InputError(f"{manifest}: modality {modality!r} has {ch} channels; the ImageNet "
-                         f"backbone takes 1 (replicated) or 3")
+                         f"backbone takes 1 (replicated) or 3"
+                         + ("" if encoding is not None else " (--encoding auto maps aolp to 3)"))
     return ds
+
+
+def _model_modality(model, args) -> str:
+    """The modality a trained model reads; an explicit --modality must agree with it."""
+    have = model.encoding.modality if model.encoding is not None else model.info.get("modality")
+    if args.modality is not None and have is not None and args.modality != have:
+        raise InputError(f"{getattr(args, 'model', None) or args.models[0]}: model was trained on "
+                         f"{have!r}, not --modality {args.modality!r}")
+    return args.modality or have or "intensity"
 
 
 def _size(v):
@@ -55,7 +82,8 @@ def _size(v):
 
 def _common(p):
     p.add_argument("--data", help="dataset root (holds manifest.json)")
-    p.add_argument("--modality", default="intensity")
+    p.add_argument("--modality", default=None,
+                   help="train: the input (default intensity); others: default the model's")
     p.add_argument("--size", default=None, help="loader resize: N or WxH; 'native' = none "
                    "(train default: native; predict default: the model's training size)")
     p.add_argument("--device", default="cpu")
@@ -64,9 +92,9 @@ def _common(p):
     p.add_argument("--quiet", action="store_true")
 
 
-def _calibrate(model, args):
+def _calibrate(model, args, modality):
     try:
-        val = _dataset(args.data, args.val_split, args.modality, _size(args.size))
+        val = _dataset(args.data, args.val_split, modality, _size(args.size), model.encoding)
     except InputError:
         return None
     if len(val) == 0:
@@ -79,13 +107,16 @@ def cmd_train(args):
     from polar_detect.augment import Augment
     from polar_detect.features import FeatureConfig
     from polar_detect.patchcore import PatchCore, SequentialPatchCore
+    from polar_detect.patchcore.encoding import InputEncoding
     torch.manual_seed(args.seed)
-    train = _dataset(args.data, "train", args.modality, _size(args.size))
+    modality = args.modality or "intensity"
+    encoding = None if args.encoding == "none" else InputEncoding(modality, percentile=args.percentile)
+    train = _dataset(args.data, "train", modality, _size(args.size), encoding)
     pool = "seq" if args.method == "sequential" else "local"
     fcfg = FeatureConfig(backbone=args.backbone, pool=args.pool or pool,
                          projection_dim=args.projection_dim, weights=args.weights)
     common = dict(k=args.k, device=args.device, download=not args.no_download,
-                  batch_size=args.batch_size or 8)
+                  batch_size=args.batch_size or 8, encoding=encoding)
     if args.method == "sequential":
         model = SequentialPatchCore(fcfg, coreset_size=args.coreset_size, **common)
         model.fit(train, epochs=args.epochs, early_stop=args.early_stop,
@@ -93,12 +124,15 @@ def cmd_train(args):
                   progress=not args.quiet)
     else:
         model = PatchCore(fcfg, ratio=args.ratio, **common).fit(train, progress=not args.quiet)
-    model.info.update({"dataset": str(Path(args.data) / "manifest.json"), "modality": args.modality,
-                       "size": args.size, "train_images": len(train)})
-    thr = _calibrate(model, args)
+    from polar_detect.dataset.manifest import normalisation_of, read_manifest
+    model.info.update({"dataset": str(Path(args.data) / "manifest.json"), "modality": modality,
+                       "size": args.size, "train_images": len(train),
+                       "normalisation": normalisation_of(read_manifest(args.data), [modality])})
+    thr = _calibrate(model, args, modality)
     path = model.save(args.out)
+    enc = "manifest normalisation (--encoding none)" if encoding is None else encoding.describe()
     print(f"trained {MODEL_NAMES[args.method]} ({args.backbone}) on {len(train)} images: "
-          f"{len(model.memory)} memory points, threshold {thr}, saved {path}")
+          f"{len(model.memory)} memory points, threshold {thr}, input {enc}; saved {path}")
 
 
 def cmd_finetune(args):
@@ -107,12 +141,13 @@ def cmd_finetune(args):
     model = load_model(args.model, args.device, download=not args.no_download)
     if model.method != "sequential":
         raise InputError(f"{args.model}: finetune needs a Sequential PatchCore model")
-    train = _dataset(args.data, "train", args.modality, _size(args.size))
+    modality = _model_modality(model, args)
+    train = _dataset(args.data, "train", modality, _size(args.size), model.encoding)
     model.finetune(train, epochs=args.epochs, early_stop=args.early_stop,
                    augment=Augment(seed=args.seed) if args.augment else None,
                    progress=not args.quiet)
     model.info.setdefault("finetuned_on", []).append(str(Path(args.data) / "manifest.json"))
-    thr = _calibrate(model, args)
+    thr = _calibrate(model, args, modality)
     path = model.save(args.out)
     print(f"fine-tuned {args.model} on {len(train)} images; threshold {thr}; saved {path}")
 
@@ -127,10 +162,26 @@ def cmd_meld(args):
     except ValueError as e:
         raise InputError(f"{' '.join(args.models)}: {e}") from e
     out.info["melded_from"] = [str(m) for m in args.models]
-    thr = _calibrate(out, args) if args.data else None
+    out.info.setdefault("modality", models[0].info.get("modality"))
+    thr = _calibrate(out, args, _model_modality(out, args)) if args.data else None
     path = out.save(args.out)
     print(f"melded {len(models)} coresets ({', '.join(str(len(m.memory)) for m in models)}) "
           f"into {len(out.memory)}; threshold {thr}; saved {path}")
+
+
+def _norm_check(model, args, modality):
+    """Models fed manifest-normalised values (--encoding none) compare the dataset's
+    normalisation with the training set's (polar_detect.dataset.manifest.check_normalisation);
+    encoded models read stored values, so the dataset's normalisation does not reach them."""
+    if model.encoding is not None:
+        return {"status": "not applicable", "note": "the model encodes stored values itself"}
+    from polar_detect.dataset.manifest import check_normalisation, mismatch_warning
+    rec = check_normalisation(model.info.get("normalisation"), model.info.get("dataset"), args.data,
+                              [modality], args.norm_mismatch)
+    msg = mismatch_warning(rec, args.data)
+    if msg:
+        print(msg, file=sys.stderr)
+    return rec
 
 
 def cmd_predict(args):
@@ -147,6 +198,8 @@ def cmd_predict(args):
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
     if not splits:
         raise InputError(f"--split: no split named in {args.split!r}")
+    modality = _model_modality(model, args)
+    norm = _norm_check(model, args, modality)  # before anything is written
     out = Path(args.out)
     (out / "maps").mkdir(parents=True, exist_ok=True)
     manifest = Path(args.data) / "manifest.json"
@@ -155,8 +208,8 @@ def cmd_predict(args):
     # at the training size, then each map is resized bilinearly to its sample's size
     import torch.nn.functional as F
     for split in splits:
-        ds = _dataset(args.data, split, args.modality, _size(size))
-        native = _dataset(args.data, split, args.modality, None) if size is not None else None
+        ds = _dataset(args.data, split, modality, _size(size), model.encoding)
+        native = _dataset(args.data, split, modality, None, model.encoding) if size is not None else None
         native_hw = {str(native[k]["id"]): tuple(native[k]["mask"].shape[-2:]) for k in range(len(native))} \
             if native is not None else {}
         for it, s, m in model.predict_dataset(ds, progress=not args.quiet):
@@ -171,7 +224,8 @@ def cmd_predict(args):
     name = args.name or MODEL_NAMES.get(model.method, model.method)
     pred = {"model": name, "dataset": str(manifest),
             "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
-            "split": splits[0], "threshold": model.threshold, "scores": scores, "maps": maps}
+            "split": splits[0], "threshold": model.threshold, "modality": modality,
+            "normalisation_check": norm, "scores": scores, "maps": maps}
     (out / "predictions.json").write_text(json.dumps(pred, indent=1))
     print(f"predicted {len(scores)} {'+'.join(splits)} images with {name}; wrote {out / 'predictions.json'}")
 
@@ -195,6 +249,12 @@ def build_parser():
     t.add_argument("--ratio", type=float, default=0.01, help="original PatchCore coreset ratio")
     t.add_argument("--k", type=int, default=1)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--encoding", choices=["auto", "none"], default="auto",
+                   help="auto: the modality's backbone encoding with train-split statistics stored "
+                        "in the model (polar_detect.patchcore.encoding); none: manifest-normalised "
+                        "values straight to the backbone (before issue 13)")
+    t.add_argument("--percentile", type=float, default=99.5,
+                   help="train-split percentile that maps to 1.0 (intensity, pol*, dolp)")
     for p in (t, sub.add_parser("finetune")):
         if p is not t:
             _common(p)
@@ -220,7 +280,21 @@ def build_parser():
                         "(predictions.json 'split' = the first; evaluate takes its threshold from val)")
     p.add_argument("--out", required=True, help="predictions directory")
     p.add_argument("--name", default=None, help="model name in predictions.json")
+    p.add_argument("--norm-mismatch", choices=["warn", "error"], default="warn",
+                   help="--encoding none models: the dataset's normalisation differs from the training "
+                        "set's -> warn (default) or refuse (exit 2)")
+    from polar_detect.average import add_arguments
+    add_arguments(sub.add_parser(
+        "average", help="Polar-Ano eq. 4: average per-input predictions (standardised per input)",
+        description="Combine predictions directories of one model per input (same dataset and "
+                    "split) into one: each input's maps z-scored with its normal val samples, "
+                    "then averaged. See polar_detect.average."))
     return ap
+
+
+def cmd_average(args):
+    from polar_detect.average import run
+    run(args)
 
 
 def main(argv=None):
@@ -231,7 +305,7 @@ def main(argv=None):
     from polar_detect.features import WeightsUnavailableError
     try:
         {"train": cmd_train, "meld": cmd_meld, "finetune": cmd_finetune,
-         "predict": cmd_predict}[args.cmd](args)
+         "predict": cmd_predict, "average": cmd_average}[args.cmd](args)
     except (InputError, FileNotFoundError, WeightsUnavailableError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

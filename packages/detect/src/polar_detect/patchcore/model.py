@@ -6,8 +6,14 @@ upsampled (nearest) to the image size and blurred with a Gaussian (sigma 2; the 
 kernel 16 is even, which cannot be centred on a pixel, so it is rounded up to 17 taps --
 the extra tap weighs exp(-8) ~ 3e-4 of the centre); image score = map maximum.
 
+Input encoding (``encoding.py``): with an :class:`InputEncoding` the model takes the
+dataset's stored physical values and maps them into the backbone's input range itself,
+with statistics fitted on its own training images (``fit``) and saved with it; without
+one (``encoding=None``, models saved before issue 13) images go to the backbone as given.
+
 Saved as safetensors: tensor ``memory`` + JSON metadata ``polar_detect`` holding the
-extractor config, method, k, blur, coreset size, threshold and training history.
+extractor config, method, k, blur, coreset size, threshold, input encoding (with its
+train-split statistics) and training history.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import torch.nn.functional as F
 from ..augment import Augment, gaussian_blur
 from ..coreset import SequentialCoreset, greedy_kcenter, meld, pairwise_dist
 from ..features import FeatureConfig, FeatureExtractor
+from .encoding import InputEncoding
 
 FORMAT = "polar_detect.patchcore/1"
 DIST_BUDGET = 1 << 22        # max distances held at once while scoring (16 MiB fp32)
@@ -116,7 +123,8 @@ class _PatchCoreBase:
     def __init__(self, feature_cfg: FeatureConfig | dict | None = None, k: int = 1,
                  blur_sigma: float = 2.0, blur_kernel: int = 16, batch_size: int = 8,
                  device: str = "cpu", download: bool = True,
-                 extractor: FeatureExtractor | None = None):
+                 extractor: FeatureExtractor | None = None,
+                 encoding: InputEncoding | dict | str | None = None):
         if isinstance(feature_cfg, dict):
             feature_cfg = FeatureConfig.from_dict(feature_cfg)
         if feature_cfg is None:
@@ -129,10 +137,33 @@ class _PatchCoreBase:
         self.threshold: float | None = None
         self.history: list[dict] = []
         self.info: dict = {}
+        if isinstance(encoding, str):
+            encoding = InputEncoding(encoding)
+        elif isinstance(encoding, dict):
+            encoding = InputEncoding.from_dict(encoding)
+        self.encoding: InputEncoding | None = encoding
 
     @property
     def feature_cfg(self) -> FeatureConfig:
         return self.extractor.cfg
+
+    # ------------------------------------------------------------------ encoding
+    def encode(self, imgs: torch.Tensor) -> torch.Tensor:
+        """Stored values (B, C, H, W) -> backbone input (identity without an encoding)."""
+        return imgs if self.encoding is None else self.encoding(imgs)
+
+    def fit_encoding(self, data: Sequence, progress: bool = False) -> InputEncoding | None:
+        """Fit the encoding's statistics on the normal images of ``data`` (one pass over
+        the images, constant memory); a no-op without an encoding or when already fitted."""
+        enc = self.encoding
+        if enc is None or not enc.needs_fit:
+            return enc
+        bar = _Progress(len(data), "encoding", progress)
+        for imgs, items in iter_batches(data, self.batch_size, labels_only=0):
+            enc.update(imgs)
+            bar.update(len(items))
+        bar.close()
+        return enc.finish()
 
     # ------------------------------------------------------------------ features
     def patch_features(self, imgs: torch.Tensor) -> torch.Tensor:
@@ -160,7 +191,7 @@ class _PatchCoreBase:
         """(B, C, H, W) -> image scores (B,), anomaly maps (B, H, W)."""
         if imgs.dim() == 3:
             imgs = imgs[None]
-        f = self.patch_features(imgs)
+        f = self.patch_features(self.encode(imgs))
         B, D, h, w = f.shape
         d = self.nn_distance(f.permute(0, 2, 3, 1).reshape(-1, D)).reshape(B, 1, h, w)
         m = F.interpolate(d, size=imgs.shape[-2:], mode="nearest")
@@ -200,6 +231,7 @@ class _PatchCoreBase:
                 "k": self.k, "blur_sigma": self.blur_sigma, "blur_kernel": self.blur_kernel,
                 "batch_size": self.batch_size, "threshold": self.threshold,
                 "memory_size": 0 if self.memory is None else len(self.memory),
+                "encoding": None if self.encoding is None else self.encoding.to_dict(),
                 "history": self.history, "info": self.info, **self._extra_config()}
 
     def _extra_config(self) -> dict:
@@ -234,7 +266,7 @@ def load_model(path: str | Path, device: str = "cpu", download: bool = True,
     cls = {"sequential": SequentialPatchCore, "original": PatchCore}[cfg["method"]]
     kw = dict(k=cfg["k"], blur_sigma=cfg["blur_sigma"], blur_kernel=cfg["blur_kernel"],
               batch_size=cfg.get("batch_size", 8), device=device, download=download,
-              extractor=extractor)
+              extractor=extractor, encoding=cfg.get("encoding"))
     if cls is SequentialPatchCore:
         kw.update(coreset_size=cfg["coreset_size"], chunk_size=cfg.get("chunk_size", 4096))
     else:
@@ -274,11 +306,13 @@ class SequentialPatchCore(_PatchCoreBase):
         that changed nothing."""
         if self.coreset is None:
             self.coreset = self._new_coreset()
+        self.fit_encoding(data, progress)
         for e in range(int(epochs)):
             t0 = time.perf_counter()
             self.coreset.reset_changes()
             bar = _Progress(len(data), f"epoch {len(self.history)}", progress)
             for imgs, items in iter_batches(data, self.batch_size, labels_only=0):
+                imgs = self.encode(imgs)               # augment in the backbone's range
                 if augment is not None and e > 0:
                     imgs = augment(imgs)
                 f = self.patch_features(imgs)
@@ -308,17 +342,28 @@ class SequentialPatchCore(_PatchCoreBase):
     @classmethod
     def meld(cls, models: list["_PatchCoreBase"], coreset_size: int | None = None,
              epochs: int = 1) -> "SequentialPatchCore":
-        """Meld the memories of several models (same extractor config) with the same rule."""
+        """Meld the memories of several models (same extractor config) with the same rule.
+
+        The models must encode the same modality the same way (or all have no encoding);
+        the melded model keeps the first model's encoding statistics (its scale is the one
+        predict applies), and the history records every model's."""
         cfgs = {json.dumps(m.feature_cfg.to_dict(), sort_keys=True) for m in models}
         if len(cfgs) != 1:
             raise ValueError(f"cannot meld models with different extractors: {sorted(cfgs)}")
+        kinds = {None if m.encoding is None else (m.encoding.modality, m.encoding.kind, m.encoding.clip)
+                 for m in models}
+        if len(kinds) != 1:
+            raise ValueError(f"cannot meld models with different input encodings: {sorted(map(str, kinds))}")
         m0 = models[0]
         size = int(coreset_size or max(len(m.memory) for m in models))
         out = cls(m0.feature_cfg, coreset_size=size, k=m0.k, blur_sigma=m0.blur_sigma,
                   blur_kernel=m0.blur_kernel, batch_size=m0.batch_size, device=str(m0.device),
-                  extractor=m0.extractor)
+                  extractor=m0.extractor,
+                  encoding=None if m0.encoding is None else m0.encoding.to_dict())
         out.memory = meld([m.memory for m in models], size, epochs=epochs)
-        out.history = [{"meld": [len(m.memory) for m in models], "size": size}]
+        out.history = [{"meld": [len(m.memory) for m in models], "size": size,
+                        "encoding_scales": [None if m.encoding is None else m.encoding.scale
+                                            for m in models]}]
         return out
 
 
@@ -339,10 +384,11 @@ class PatchCore(_PatchCoreBase):
 
     def fit(self, data: Sequence, progress: bool = False, **_):
         t0 = time.perf_counter()
+        self.fit_encoding(data, progress)
         bank = []
         bar = _Progress(len(data), "features", progress)
         for imgs, items in iter_batches(data, self.batch_size, labels_only=0):
-            f = self.patch_features(imgs)
+            f = self.patch_features(self.encode(imgs))
             bank.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]))
             bar.update(len(items))
         bar.close()
