@@ -5,6 +5,7 @@ scikit-learn / brute-force computations on the non-ignored pixels."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -176,15 +177,22 @@ def test_cli_bootstrap_options(data, tmp_path, capsys):
     assert "auroc_ci_low" not in json.loads((tmp_path / "e2" / "metrics.json").read_text())["image"]
 
 
-def test_dataset_without_object_mask_reports_no_part_metric(data, tmp_path):
-    import shutil
-    data_dir, m = data
+def _without_object_mask(data_dir, tmp_path):
+    """A copy of the dataset whose manifest lists no object masks: (dir, manifest)."""
+
     copy = tmp_path / "data"
     shutil.copytree(data_dir, copy)
     man = json.loads((copy / "manifest.json").read_text())
     for s in man["samples"]:
         s.pop("object_mask", None)
     (copy / "manifest.json").write_text(json.dumps(man))
+    return copy, man
+
+
+def test_dataset_without_object_mask_reports_no_part_metric(data, tmp_path):
+
+    data_dir, m = data
+    copy, man = _without_object_mask(data_dir, tmp_path)
     write_predictions(copy, man, tmp_path / "pred")
     met = ev.evaluate(tmp_path / "pred", copy, tmp_path / "e", report=False, quiet=True)
     assert met["pixel_part"]["auroc"] is None and "object_mask" in met["pixel_part"]["note"]
@@ -287,7 +295,7 @@ def test_baseline_predicts_and_evaluates(data, tmp_path, capsys):
 
 
 def test_baseline_bad_input(data, tmp_path, capsys):
-    import shutil
+
     data_dir, _ = data
     assert baseline_cli(["predict", "--data", str(data_dir), "--split", "tst", "--out", str(tmp_path / "o")]) == 2
     assert "unknown split 'tst'" in capsys.readouterr().err
@@ -295,12 +303,7 @@ def test_baseline_bad_input(data, tmp_path, capsys):
     assert "nope/manifest.json" in capsys.readouterr().err
     assert baseline_cli(["predict", "--data", str(data_dir), "--out", str(tmp_path / "o"), "--sigma", "-1"]) == 2
     assert "--sigma" in capsys.readouterr().err
-    copy = tmp_path / "data"
-    shutil.copytree(data_dir, copy)
-    man = json.loads((copy / "manifest.json").read_text())
-    for s in man["samples"]:
-        s.pop("object_mask", None)
-    (copy / "manifest.json").write_text(json.dumps(man))
+    copy, man = _without_object_mask(data_dir, tmp_path)
     assert baseline_cli(["predict", "--data", str(copy), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "manifest.json" in err and "no object_mask" in err

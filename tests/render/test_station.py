@@ -73,7 +73,7 @@ def test_nominal_product_varies_within_tolerance():
     assert np.all(np.abs(cols - nominal) <= tol + 1e-12) and cols.std(0).min() > 0
 
 
-@pytest.mark.parametrize("strength", [0.0, 0.5])
+@pytest.mark.parametrize("strength", [0.0, 0.5, 3.0])
 def test_randomization_strength_scales_every_spread(tmp_path, strength):
     full = load_scene("usb_brick_station")
     cfg = load_scene(write_scene_variant(tmp_path / "s.yaml", "usb_brick_station", randomization_strength=strength))
@@ -85,6 +85,8 @@ def test_randomization_strength_scales_every_spread(tmp_path, strength):
     assert np.all(np.abs(alpha - (lo + hi) / 2) <= strength * (hi - lo) / 2 + 1e-12)
     assert rad.max() - rad.min() <= strength * 1.0 + 1e-9
     assert cfg.layout["yaw_deg"] == pytest.approx(strength * full.layout["yaw_deg"])
+    if strength > 1:   # widened beyond the file's own spread
+        assert alpha.max() - alpha.min() > hi - lo
     assert cfg.raw["randomization_strength"] == strength       # written once, applied once at load
     again = load_scene(write_scene_variant(tmp_path / "t.yaml", cfg.path))
     assert again.materials["rough_plastic"]["alpha"] == cfg.materials["rough_plastic"]["alpha"]
@@ -92,7 +94,7 @@ def test_randomization_strength_scales_every_spread(tmp_path, strength):
 
 def test_bad_strength_and_colour_are_refused(tmp_path):
     with pytest.raises(SceneConfigError, match="randomization_strength"):
-        load_scene(write_scene_variant(tmp_path / "a.yaml", "usb_brick_station", randomization_strength=2))
+        load_scene(write_scene_variant(tmp_path / "a.yaml", "usb_brick_station", randomization_strength=11))
     with pytest.raises(SceneConfigError, match="materials.smooth_plastic.color"):
         load_scene(write_scene_variant(tmp_path / "b.yaml", "usb_brick_station",
                                        dotted={"materials.smooth_plastic.color": [0.5, 1.5, 0.2]}))
@@ -145,3 +147,9 @@ def test_independent_noise_stream(station_render, tmp_path):
         for f in ("anomaly_mask.png", "object_mask.png", "normals.tiff", "depth.tiff"):
             assert (a / f).read_bytes() == (b / f).read_bytes(), f
         assert (a / "stokes.tiff").read_bytes() != (b / "stokes.tiff").read_bytes()
+
+
+def test_extra_offset_is_validated(tmp_path):
+    with pytest.raises(SceneConfigError, match="extra.offset_mm"):
+        load_scene(write_scene_variant(tmp_path / "x.yaml", "usb_brick_station",
+                                       dotted={"anomalies.classes.extra.offset_mm": [1.0, 2.0]}))

@@ -17,7 +17,8 @@ Classes (scene file ``anomalies.classes``; each with ``weight``, ``parts`` and r
                             corner at ``depth_mm`` are projected onto it (a flat facet).
 ``missing``     defect      a part is removed (its triangles collapse to a point).
 ``extra``       defect      a second copy of a part, turned 180 degrees about the object's
-                            model z axis (e.g. a second USB plug at the other end).
+                            model z axis and moved by ``offset_mm`` (e.g. a second USB plug
+                            sticking out of the other end).
 ``swapped``     defect      two parts of one object exchange their sampled materials.
 ==============  ==========  ===========================================================
 
@@ -65,7 +66,7 @@ CLASS_KEYS = {
     "chip": {"weight", "parts", "depth_mm"},
     "bump": {"weight", "parts", "radius_mm", "radius_rel", "depth_mm"},
     "missing": {"weight", "parts"},
-    "extra": {"weight", "parts"},
+    "extra": {"weight", "parts", "offset_mm"},
     "swapped": {"weight", "pairs"},
 }
 
@@ -94,6 +95,11 @@ def validate(spec: dict, part_names: set[str], where: str) -> dict:
         for p in c.get("parts", []) + [x for pair in c.get("pairs", []) for x in pair]:
             if p not in part_names:
                 raise SceneConfigError(f"{w}: unknown part {p!r}; parts: {sorted(part_names)}")
+        if name == "extra" and "offset_mm" in c:
+            off = c["offset_mm"]
+            if not (isinstance(off, (list, tuple)) and len(off) == 3
+                    and all(isinstance(x, (int, float)) and np.isfinite(x) for x in off)):
+                raise SceneConfigError(f"{w}.offset_mm: expected [x, y, z] in mm, got {off!r}")
         if name == "water_stain":
             r = check_range(c["radius_mm"], f"{w}.radius_mm", 0.0)
             g = check_range(c["cell_mm"], f"{w}.cell_mm", 0.0)
@@ -469,6 +475,14 @@ def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
 
 
 EXTRA_ROTATION = np.diag([-1.0, -1.0, 1.0])  # 180 degrees about the model z axis
+
+
+def extra_offset_mm(spec: dict) -> np.ndarray:
+    """Translation (mm, model frame) of the spare copy after ``EXTRA_ROTATION``: scene key
+    ``anomalies.classes.extra.offset_mm`` (default 0; e.g. to move a turned plug out of the
+    body it would otherwise sit inside)."""
+    extra = ((spec or {}).get("classes") or {}).get("extra") or {}
+    return np.asarray(extra.get("offset_mm", [0.0, 0.0, 0.0]), np.float64)
 
 
 def refinement_zone(a: Anomaly):

@@ -47,11 +47,11 @@ import numpy as np
 
 from . import pipeline
 from .pipeline import RenderRequest, parse_res
+from .polarization import LUMA
 
 MEASURED = ("water_stain", "dent")
 REF_PASS_SPP = 64
 RING_PX = 4
-LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 
 # --------------------------------------------------------------------------- scene + capture

@@ -133,18 +133,25 @@ def check_color(value, where: str) -> None:
 
 
 # Per-sample ranges and tolerances that ``randomization_strength`` scales (dotted paths;
-# ``*`` = every key of that mapping). A range [lo, hi] shrinks about its middle, a tolerance
-# (one number meaning +-t) is multiplied; fixed numbers and [r, g, b] colours stay.
-STRENGTH_RANGES = ("materials.*.color", "materials.*.alpha", "materials.*.alpha_u", "materials.*.alpha_v",
-                   "materials.*.ior", "lights.spot.radius_m", "lights.spot.elevation_deg",
-                   "lights.spot.azimuth_deg", "lights.spot.intensity", "lights.ring.radiance",
-                   "background.ground.color", "background.ground.alpha", "background.ground.checker_scale",
-                   "background.environment.radiance", "layout.radius_m", "layout.elevation_deg",
-                   "layout.azimuth_deg", "layout.inplane_deg", "layout.drop_height_cm", "layout.fill",
-                   "layout.distance_m")
-STRENGTH_TOLERANCES = ("materials.*.color_tolerance", "layout.look_at_jitter_mm", "layout.xy_range_mm",
-                       "layout.xy_jitter_mm", "layout.tilt_deg", "layout.placement_mm", "layout.yaw_deg",
-                       "layout.camera_position_mm", "layout.camera_angle_deg")
+# ``*`` = every key of that mapping) with the bounds a widened range is clipped to. A range
+# [lo, hi] is scaled about its middle, a tolerance (one number meaning +-t) is multiplied;
+# fixed numbers and [r, g, b] colours stay.
+INF = float("inf")
+STRENGTH_RANGES = {"materials.*.color": (0.0, 1.0), "materials.*.alpha": (1e-4, 1.0),
+                   "materials.*.alpha_u": (1e-4, 1.0), "materials.*.alpha_v": (1e-4, 1.0),
+                   "materials.*.ior": (1.0, 4.0), "lights.spot.radius_m": (1e-3, 100.0),
+                   "lights.spot.elevation_deg": (-90.0, 90.0), "lights.spot.azimuth_deg": (-INF, INF),
+                   "lights.spot.intensity": (0.0, INF), "lights.ring.radiance": (0.0, INF),
+                   "background.ground.color": (0.0, 1.0), "background.ground.alpha": (1e-4, 1.0),
+                   "background.ground.checker_scale": (0.0, INF), "background.environment.radiance": (0.0, INF),
+                   "layout.radius_m": (1e-3, INF), "layout.elevation_deg": (-90.0, 90.0),
+                   "layout.azimuth_deg": (-INF, INF), "layout.inplane_deg": (-INF, INF),
+                   "layout.drop_height_cm": (0.0, INF), "layout.fill": (1e-3, 1.0), "layout.distance_m": (1e-3, INF)}
+STRENGTH_TOLERANCES = {"materials.*.color_tolerance": 1.0, "layout.look_at_jitter_mm": INF,
+                       "layout.xy_range_mm": INF, "layout.xy_jitter_mm": INF, "layout.tilt_deg": 89.0,
+                       "layout.placement_mm": INF, "layout.yaw_deg": 180.0, "layout.camera_position_mm": INF,
+                       "layout.camera_angle_deg": 45.0}
+MAX_STRENGTH = 10.0
 
 
 def _paths(tree: dict, dotted: str):
@@ -159,17 +166,18 @@ def _paths(tree: dict, dotted: str):
 def apply_strength(tree: dict, strength: float) -> None:
     """Scale every per-sample range and tolerance of a merged scene tree in place (see
     ``STRENGTH_RANGES``): strength 1 keeps the file's values, 0 fixes each at its nominal
-    (the range's middle), 0.5 halves every spread."""
-    for dotted in STRENGTH_RANGES:
+    (the range's middle), 0.5 halves every spread, 4 widens it four times (clipped to the
+    key's valid bounds)."""
+    for dotted, (lo_ok, hi_ok) in STRENGTH_RANGES.items():
         for node, k in _paths(tree, dotted):
             v = node[k]
             if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
                 mid = (v[0] + v[1]) / 2
-                node[k] = [mid - strength * (mid - v[0]), mid + strength * (v[1] - mid)]
-    for dotted in STRENGTH_TOLERANCES:
+                node[k] = [max(mid - strength * (mid - v[0]), lo_ok), min(mid + strength * (v[1] - mid), hi_ok)]
+    for dotted, hi_ok in STRENGTH_TOLERANCES.items():
         for node, k in _paths(tree, dotted):
             if isinstance(node[k], (int, float)) and not isinstance(node[k], bool):
-                node[k] = node[k] * strength
+                node[k] = min(node[k] * strength, hi_ok)
 
 
 def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
@@ -188,8 +196,9 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
         defaults = {**DEFAULTS, "lights": {}}  # a ring-lit scene has no spot unless it names one
     merged = _merge(defaults, raw)
     strength = merged.get("randomization_strength", 1.0)
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
-        raise SceneConfigError(f"{path}: randomization_strength must be a number in [0, 1], got {strength!r}")
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= MAX_STRENGTH:
+        raise SceneConfigError(f"{path}: randomization_strength must be a number in [0, {MAX_STRENGTH:g}], "
+                               f"got {strength!r}")
     as_written = copy.deepcopy(merged)   # cfg.raw: what write_scene_variant copies (strength applied once, at load)
     if strength != 1.0:
         apply_strength(merged, float(strength))

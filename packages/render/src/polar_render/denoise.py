@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .polarization import POLARIZER_ANGLES_DEG, polarizer_images, project_to_cone
+from .polarization import LUMA, POLARIZER_ANGLES_DEG, polarizer_images, project_to_cone
 
 METHODS = ("none", "oidn")
 GUIDE_SPP = 4            # rays per pixel of the guide pass (albedo + normal, box filter)
 QUALITY = "fast"         # OIDN filter quality: "high" | "balanced" | "fast" (bench_quality: fast is
                          # as accurate here and keeps the most DoLP contrast, at 1/3 of the time of high)
 CLEAN_AUX = True         # guides are noise-free per pixel (first-hit values, box-filtered): cleanAux
-LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec. 709 (as render.LUMA)
 
 
 class DenoiseError(RuntimeError):

@@ -19,6 +19,11 @@ sample index:
   ``CNR = |mean_k(I_anom - I_clean)| / sigma_k``, where the mean is over the instance's pixels
   k, ``I_clean`` is its clean twin (``--clean``) and ``sigma_k`` the instance pixels' noise from
   the independent-stream render (as above). CNR <= 1: the anomaly is below the render noise.
+  The same for DoLP (``dolp.tiff``) in ``median_cnr_dolp``. A mean change can cancel where
+  an anomaly brightens one side and darkens the other (a dent's tilted normals), so the
+  table also gives ``RMS-CNR = sqrt(mean_k (I_anom - I_clean)^2) / sigma_k``; as the twin shares
+  the render seed, its noise is partly shared, and a difference made of noise alone gives at
+  most about sqrt(2).
 
 ``python -m polar_render.measure noise --render A --noise B`` and
 ``python -m polar_render.measure learnability --render A --clean C --noise B [--json OUT]``.
@@ -53,8 +58,9 @@ def smooth_interior(part: np.ndarray, normals: np.ndarray) -> np.ndarray:
     return ok
 
 
-def _intensity(sample: Path) -> np.ndarray:
-    x = io.read_float_tiff(sample / "intensity.tiff").astype(np.float64)
+def _intensity(sample: Path, modality: str = "intensity") -> np.ndarray:
+    """A modality's float TIFF (``intensity`` or ``dolp``), colour channels averaged."""
+    x = io.read_float_tiff(sample / f"{modality}.tiff").astype(np.float64)
     return x.mean(-1) if x.ndim == 3 else x
 
 
@@ -115,28 +121,34 @@ def learnability(render: Path, clean: Path, noisy: Path) -> dict:
         if not meta.get("anomalies"):
             continue
         inst = io.read_png(sa / "anomaly_mask.png")
-        a, n, c = _intensity(sa), _intensity(sn), _intensity(cleans[sa])
+        imgs = {m: (_intensity(sa, m), _intensity(sn, m), _intensity(cleans[sa], m)) for m in ("intensity", "dolp")}
         for t in meta["anomalies"]:
             k = inst == t["id"]
-            std, _ = noise_sigma((a - n)[k])
-            cnr = abs(float((a - c)[k].mean())) / std if std > 0 else float("inf")
-            row = per.setdefault(t["class"], {"visible_px": [], "contrast": [], "cnr": [], "measure": []})
+            row = per.setdefault(t["class"], {"visible_px": [], "contrast": [], "cnr": [], "cnr_dolp": [],
+                                              "measure": []})
+            for key, (a, n, c) in (("cnr", imgs["intensity"]), ("cnr_dolp", imgs["dolp"])):
+                std, _ = noise_sigma((a - n)[k])
+                d = (a - c)[k]
+                row[key].append(abs(float(d.mean())) / std if std > 0 else float("inf"))
+                row.setdefault(f"rms_{key}", []).append(float(np.sqrt(np.mean(d**2))) / std if std > 0 else float("inf"))
             row["visible_px"].append(int(k.sum()))
             row["contrast"].append(float(t.get("contrast", float("nan"))))
             row["measure"].append(t.get("contrast_measure", ""))
-            row["cnr"].append(cnr)
     return {cls: {"count": len(r["cnr"]), "median_visible_px": float(np.median(r["visible_px"])),
                   "median_contrast": float(np.median(r["contrast"])), "contrast_measure": r["measure"][0],
-                  "median_cnr": float(np.median(r["cnr"])), "share_cnr_le_1": float(np.mean(np.asarray(r["cnr"]) <= 1))}
+                  "median_cnr": float(np.median(r["cnr"])), "share_cnr_le_1": float(np.mean(np.asarray(r["cnr"]) <= 1)),
+                  "median_cnr_dolp": float(np.median(r["cnr_dolp"])),
+                  "median_rms_cnr": float(np.median(r["rms_cnr"])), "median_rms_cnr_dolp": float(np.median(r["rms_cnr_dolp"]))}
             for cls, r in sorted(per.items())}
 
 
 def markdown(table: dict) -> str:
-    lines = ["| class | count | median visible px | median contrast (unit) | median CNR | CNR <= 1 |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| class | count | median visible px | median contrast (unit) | median CNR I | CNR I <= 1 "
+             "| median CNR DoLP | median RMS-CNR I / DoLP |", "|---|---|---|---|---|---|---|---|"]
     for cls, r in table.items():
         lines.append(f"| {cls} | {r['count']} | {r['median_visible_px']:.0f} | {r['median_contrast']:.3g} "
-                     f"({r['contrast_measure']}) | {r['median_cnr']:.2f} | {100 * r['share_cnr_le_1']:.0f} % |")
+                     f"({r['contrast_measure']}) | {r['median_cnr']:.2f} | {100 * r['share_cnr_le_1']:.0f} % "
+                     f"| {r['median_cnr_dolp']:.2f} | {r['median_rms_cnr']:.2f} / {r['median_rms_cnr_dolp']:.2f} |")
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 POLARIZER_ANGLES_DEG = (0, 45, 90, 135)
+LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec. 709 luminance of linear RGB (mono sensors)
 
 
 def polarizer_image(stokes: np.ndarray, theta_rad: float) -> np.ndarray:

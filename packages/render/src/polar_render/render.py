@@ -58,12 +58,11 @@ import numpy as np
 
 from . import __version__, io
 from .bop import Frame
-from .polarization import aolp, dolp, polarizer_images, project_to_cone
+from .polarization import LUMA, aolp, dolp, polarizer_images, project_to_cone
 from .anomalies import GEOMETRIC, AovView, instance_masks, swap_materials
 from .scene import FrameStructure, MitsubaScene, world_to_camera
 from .visibility import DEFAULT_MIN_VISIBLE_PX
 
-LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec. 709 luminance of linear RGB
 ZERO_S0 = 1e-8
 STREAM_SENSOR = 4  # randomize.rng_for stream of the sensor noise
 # stokes/intensity/dolp/aolp and the polarizer PNGs are Monte Carlo noise down to the last

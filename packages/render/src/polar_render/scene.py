@@ -26,7 +26,7 @@ import numpy as np
 from .bop import BopLayout, Frame
 from .config import SceneConfig
 from .geometry import invert_pose, pose_matrix
-from .anomalies import EXTRA_ROTATION, extra_parts, geometry_edits, stain_parts
+from .anomalies import EXTRA_ROTATION, extra_offset_mm, extra_parts, geometry_edits, stain_parts
 from .materials import bsdf_dict, set_bsdf, structure_key
 from .stain import NOISE_ATTRIBUTE, perlin_where_needed, register_plugins
 from .textures import register_textures
@@ -252,7 +252,8 @@ class MitsubaScene:
             f = np.array(self.params[f"{s.key}.faces"], dtype=np.int64).reshape(-1, 3)
             n = n if n.size == v.size else None
             if s.is_extra:  # the spare copy sits turned 180 degrees about the model z axis
-                v, n = v @ EXTRA_ROTATION.T, (n @ EXTRA_ROTATION.T if n is not None else None)
+                v = v @ EXTRA_ROTATION.T + extra_offset_mm(cfg.anomalies) / 1000.0
+                n = n @ EXTRA_ROTATION.T if n is not None else None
             self._model[s.key] = (v, n)
             self.models_mm[s.key] = (v * 1000.0, f)
             self.normals[s.key] = n
