@@ -83,17 +83,15 @@ def map_stats(maps) -> dict:
 
 # ---------------------------------------------------------------------------- I/O
 def load_predictions(pred_dir) -> dict:
-    d = Path(pred_dir)
-    path = d / "predictions.json"
+    """``predictions.json`` read and checked by ``evaluate.load_predictions`` (the contract's
+    one reader), plus what averaging needs: predictions exist, scores and maps name the same samples."""
+    from .evaluate import InputError
+    from .evaluate import load_predictions as read
+
     try:
-        p = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AverageError(f"{path}: not found") from None
-    except (OSError, ValueError) as e:
-        raise AverageError(f"{path}: unreadable ({e})") from None
-    for k in ("scores", "maps"):
-        if not isinstance(p.get(k), dict):
-            raise AverageError(f"{path}: missing '{k}' object")
+        p, path = read(Path(pred_dir))
+    except InputError as e:
+        raise AverageError(str(e)) from None
     if not p["scores"]:
         raise AverageError(f"{path}: no predictions")
     if set(p["scores"]) != set(p["maps"]):
@@ -102,18 +100,14 @@ def load_predictions(pred_dir) -> dict:
 
 
 def _read_map(pred_dir: Path, rel: str) -> np.ndarray:
-    import tifffile
-    path = pred_dir / rel
+    """One (H, W) map through ``evaluate.read_map`` (missing, unreadable, non-2-D or non-finite
+    maps refused), as float64."""
+    from .evaluate import InputError, read_map
+
     try:
-        m = tifffile.imread(path)
-    except FileNotFoundError:
-        raise AverageError(f"{path}: map missing") from None
-    except Exception as e:  # noqa: BLE001 -- any decoder failure -> one clear error
-        raise AverageError(f"{path}: unreadable map ({type(e).__name__}: {e})") from None
-    m = np.squeeze(np.asarray(m, dtype=np.float64))
-    if m.ndim != 2:
-        raise AverageError(f"{path}: map must be (H, W), got shape {m.shape}")
-    return m
+        return read_map(pred_dir / rel).astype(np.float64)
+    except InputError as e:
+        raise AverageError(str(e)) from None
 
 
 def _check_same(preds: list[dict], dirs: list[Path]) -> None:
@@ -203,9 +197,19 @@ def average_predictions(pred_dirs, out_dir, standardise: str = "normal", stats_s
                                    f"do not vary; --score mean cannot standardise them (use --score max)")
             stats[k] = st
 
-    (out / "maps").mkdir(parents=True, exist_ok=True)
-    scores, maps = {}, {}
+    from polar_render.io import atomic_dir
+
+    with atomic_dir(out) as tmp:   # built under a temporary name; no stale map of an earlier run survives
+        result = _write_average(tmp, preds, dirs, ids, stats, standardise, stats_split, score, name, progress)
+    return result
+
+
+def _write_average(out: Path, preds, dirs, ids, stats, standardise, stats_split, score, name, progress) -> dict:
+    """Averaged maps and ``predictions.json`` of every sample into ``out`` (a fresh directory)."""
     import tifffile
+
+    (out / "maps").mkdir()
+    scores, maps = {}, {}
     for n_done, sid in enumerate(ids, 1):
         each = [_read_map(d, p["maps"][sid]) for p, d in zip(preds, dirs)]
         shapes = {m.shape for m in each}

@@ -227,6 +227,13 @@ class _Context:
     visible: object
     min_px: int
     tries: int
+    _edges: dict = field(default_factory=dict)
+
+    def longest_edge(self, key: str) -> float:
+        """Longest edge (mm) of a slot's clean mesh, computed once per slot and sample."""
+        if key not in self._edges:
+            self._edges[key] = float(max_edge(*self.models_mm[key]).max())
+        return self._edges[key]
 
     def targets(self, parts) -> list:
         return [s for s in self.base_slots if s.part in parts]
@@ -272,7 +279,7 @@ def _sample_surface(ctx: _Context, name: str, c: dict, where: str):
     best = 0.0
     for _ in range(ctx.tries):
         target, centre, nrm, px_per_mm2 = _surface_point(ctx, cands)
-        v, f = ctx.models_mm[target.key]
+        v = ctx.models_mm[target.key][0]
         extent = _part_extent(v)
         depth = _u(ctx.rng, c["depth_mm"], f"{where}.depth_mm") * (1.0 if name == "bump" else -1.0)
         params = {"part": target.part, "centre_mm": centre.tolist(), "normal": nrm.tolist(), "height_mm": depth}
@@ -290,7 +297,7 @@ def _sample_surface(ctx: _Context, name: str, c: dict, where: str):
         else:
             params["radius_mm"] = _size(ctx.rng, c, "radius", where, extent)
             area, target_mm = np.pi * params["radius_mm"] ** 2, params["radius_mm"] / 4
-        params["ring_mm"] = min(target_mm, float(max_edge(v, f).max()))
+        params["ring_mm"] = min(target_mm, ctx.longest_edge(target.key))
         est = area * px_per_mm2
         if est >= ctx.min_px:
             return Anomaly(name, target.instance, {**params, "est_visible_px": float(min(est, 1e9))})
@@ -307,7 +314,7 @@ def _sample_chip(ctx: _Context, name: str, c: dict, where: str):
     best = 0.0
     for _ in range(ctx.tries):
         target = cands[int(ctx.rng.integers(len(cands)))]
-        v, f = ctx.models_mm[target.key]
+        v = ctx.models_mm[target.key][0]
         lo, hi = v.min(0), v.max(0)
         box_corner = np.where(ctx.rng.uniform(size=3) < 0.5, lo, hi)
         corner = v[np.argmin(np.linalg.norm(v - box_corner, axis=1))]
@@ -316,7 +323,7 @@ def _sample_chip(ctx: _Context, name: str, c: dict, where: str):
         depth = _u(ctx.rng, c["depth_mm"], f"{where}.depth_mm")
         params = {"part": target.part, "corner_mm": corner.tolist(), "normal": nrm.tolist(),
                   "plane_point_mm": (corner - depth * nrm).tolist(), "depth_mm": depth,
-                  "ring_mm": min(depth / 3, float(max_edge(v, f).max()))}
+                  "ring_mm": min(depth / 3, ctx.longest_edge(target.key))}
         if ctx.visible is None:
             return Anomaly(name, target.instance, params)
         # seen when a point inside the cut (a third of the way in) is seen

@@ -342,11 +342,11 @@ class MitsubaScene:
             f = None
             if s.key in edits:
                 if edits[s.key] is None:  # hidden: every triangle collapses to a point 100 m below
-                    self._set_faces(s.key, None)
+                    self._set_faces(s.key, None, len(v))
                     p[f"{s.key}.vertex_positions"] = mi.Float(np.tile([0.0, 0.0, -100.0], len(v)).astype(np.float32))
                     continue
                 v, n, f = edits[s.key][0] / 1000.0, edits[s.key][1], edits[s.key][2]
-            self._set_faces(s.key, f)
+            self._set_faces(s.key, f, len(v))
             self.current_mm[s.key] = (v * 1000.0, f if f is not None else self.models_mm[s.key][1])
             p[f"{s.key}.vertex_positions"] = mi.Float((v @ T[:3, :3].T + T[:3, 3]).ravel().astype(np.float32))
             if n is not None:
@@ -354,10 +354,10 @@ class MitsubaScene:
         if update:
             p.update()
 
-    def _set_faces(self, key: str, faces) -> None:
+    def _set_faces(self, key: str, faces, n_vertices: int) -> None:
         """Faces of a slot: ``faces`` when they differ from the clean mesh's, else the clean
         ones (written only when the slot's topology changes); keeps the stain-noise attribute
-        sized to the vertex count."""
+        sized to the slot's ``n_vertices`` (those written with these faces)."""
         clean = self.models_mm[key][1]
         refined = faces is not None and (faces.shape != clean.shape or not np.array_equal(faces, clean))
         if not refined and key not in self._refined:
@@ -365,8 +365,7 @@ class MitsubaScene:
         f = faces if refined else clean
         self.params[f"{key}.faces"] = self.mi.UInt32(f.ravel().astype(np.uint32))
         if key in self.stains:
-            n_v = int(f.max()) + 1 if refined else len(self.models_mm[key][0])
-            self.params[f"{key}.{NOISE_ATTRIBUTE}"] = self.mi.Float(np.zeros(n_v, np.float32))
+            self.params[f"{key}.{NOISE_ATTRIBUTE}"] = self.mi.Float(np.zeros(n_vertices, np.float32))
         if refined:
             self._refined.add(key)
         else:
