@@ -31,7 +31,7 @@ INPUTS     ?= intensity
 MODALITY   ?= intensity
 PRESET     ?= small
 EPOCHS     ?=
-SIZE       ?= 128
+SIZE       ?=
 RUN        ?= out/runs/$(notdir $(DATA))_$(MODEL)
 PRED       ?= $(RUN)/pred
 EVAL_OUT   ?= $(RUN)/eval
@@ -42,11 +42,11 @@ RENDER_ARGS := --scene $(SCENE) --seed $(SEED) --out $(OUT) \
 	$(if $(LAYOUT_BACKEND),--layout-backend $(LAYOUT_BACKEND)) $(if $(BLENDER),--blender $(BLENDER))
 
 ifeq ($(MODEL),draem)
-TRAIN_CMD   = $(PY) -m polar_detect.draem train --data $(DATA) --inputs $(INPUTS) --out $(RUN) --preset $(PRESET) --size $(SIZE) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS))
+TRAIN_CMD   = $(PY) -m polar_detect.draem train --data $(DATA) --inputs $(INPUTS) --out $(RUN) --preset $(PRESET) $(if $(SIZE),--size $(SIZE)) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(RESTART),--restart)
 PREDICT_CMD = $(PY) -m polar_detect.draem predict --model $(RUN) --data $(DATA)
 else
 PC_METHOD   = $(if $(filter seq_patchcore,$(MODEL)),sequential,original)
-TRAIN_CMD   = $(PY) -m polar_detect.patchcore train --data $(DATA) --modality $(MODALITY) --method $(PC_METHOD) --size $(SIZE) --seed $(SEED) --out $(RUN)/model.safetensors $(if $(EPOCHS),--epochs $(EPOCHS))
+TRAIN_CMD   = $(PY) -m polar_detect.patchcore train --data $(DATA) --modality $(MODALITY) --method $(PC_METHOD) $(if $(SIZE),--size $(SIZE)) --seed $(SEED) --out $(RUN)/model.safetensors $(if $(EPOCHS),--epochs $(EPOCHS))
 PREDICT_CMD = $(PY) -m polar_detect.patchcore predict --model $(RUN)/model.safetensors --data $(DATA)
 endif
 
@@ -56,9 +56,11 @@ help:
 	@echo "make render SCENE=usb_brick [N=8] [SEED=0] [OUT=out/<scene>] [SPP=16] [RES=640x480] [LAYOUT=<BOP dir>] [CLEAN=1] [DENOISE=none|oidn] [NOISE_SEED=k]"
 	@echo "    [LAYOUT_BACKEND=embedded|blenderproc] [BLENDER=<Blender 4.2 dir>]  (blenderproc: make setup EXTRAS=blenderproc)"
 	@echo "make dataset SCENE=... [DATA=out/<scene>_data] [RENDERS='dir ...'] [MODALITIES=intensity,aolp,dolp,normals]"
-	@echo "make train MODEL=draem|seq_patchcore|patchcore DATA=... [INPUTS=R+phi] [MODALITY=intensity] [EPOCHS=..]"
+	@echo "make train MODEL=draem|seq_patchcore|patchcore DATA=... [INPUTS=R+phi] [MODALITY=intensity] [EPOCHS=..] [SIZE=..]"
+	@echo "    SIZE: training size, default the CLI's (DRAEM 256x256; PatchCore: the native image size)"
 	@echo "make eval MODEL=... DATA=...   (predicts val + test, then metrics.json + report.html)"
-	@echo "make all SCENE=usb_brick       render -> dataset -> train -> eval, small defaults"
+	@echo "make all SCENE=usb_brick       render -> dataset -> train -> eval, small defaults, in its own"
+	@echo "    OUT=out/<scene>_all and DATA=out/<scene>_all_data (so it never meets a 'make render' run)"
 	@echo "make test                 run the test suite"
 	@echo "make bench [BENCH_SCENES='usb_brick usb_brick_station']  render (raw and denoised), quality per second, ..."
 	@echo "make setup [EXTRAS=blenderproc]  create .venv and install everything (run implicitly)"
@@ -86,16 +88,24 @@ eval: predict
 	$(PY) -m polar_detect.evaluate --pred $(PRED) --val-pred $(PRED)_val --data $(DATA) --out $(EVAL_OUT)
 
 # Small end-to-end default that finishes on a 2-core CPU in minutes (override N=, SPP=, ...).
+# It renders with its own N/SPP/RES, so it uses its own directories (out/<scene>_all,
+# out/<scene>_all_data, out/runs/<scene>_all_data_<model>) unless OUT=/DATA=/RUN= are given:
+# a 'make render SCENE=<scene>' run in out/<scene> (other spp/res) is never mixed with it.
 ALL_N ?= 24
 ALL_SPP ?= 8
 ALL_RES ?= 320x240
 ALL_EPOCHS ?= 10
+given    = $(filter command line environment,$(origin $(1)))
+ALL_OUT  = $(if $(call given,OUT),$(OUT),out/$(SCENE)_all)
+ALL_DATA = $(if $(call given,DATA),$(DATA),$(ALL_OUT)_data)
+ALL_RUN  = $(if $(call given,RUN),$(RUN),out/runs/$(notdir $(ALL_DATA))_$(MODEL))
+ALL_EVAL = $(if $(call given,EVAL_OUT),$(EVAL_OUT),$(ALL_RUN)/eval)
 all:
-	$(MAKE) render SCENE=$(SCENE) N=$(or $(N),$(ALL_N)) SPP=$(or $(SPP),$(ALL_SPP)) RES=$(or $(RES),$(ALL_RES)) OUT=$(OUT) SEED=$(SEED)
-	$(MAKE) dataset SCENE=$(SCENE) OUT=$(OUT) DATA=$(DATA) SEED=$(SEED)
-	$(MAKE) train SCENE=$(SCENE) DATA=$(DATA) MODEL=$(MODEL) EPOCHS=$(or $(EPOCHS),$(ALL_EPOCHS)) SEED=$(SEED)
-	$(MAKE) eval SCENE=$(SCENE) DATA=$(DATA) MODEL=$(MODEL)
-	@echo "report: $(EVAL_OUT)/report.html"
+	$(MAKE) render SCENE=$(SCENE) N=$(or $(N),$(ALL_N)) SPP=$(or $(SPP),$(ALL_SPP)) RES=$(or $(RES),$(ALL_RES)) OUT=$(ALL_OUT) SEED=$(SEED)
+	$(MAKE) dataset SCENE=$(SCENE) OUT=$(ALL_OUT) DATA=$(ALL_DATA) SEED=$(SEED)
+	$(MAKE) train SCENE=$(SCENE) DATA=$(ALL_DATA) RUN=$(ALL_RUN) MODEL=$(MODEL) EPOCHS=$(or $(EPOCHS),$(ALL_EPOCHS)) SEED=$(SEED)
+	$(MAKE) eval SCENE=$(SCENE) DATA=$(ALL_DATA) RUN=$(ALL_RUN) EVAL_OUT=$(ALL_EVAL) MODEL=$(MODEL)
+	@echo "report: $(ALL_EVAL)/report.html"
 
 # The test suite also covers the optional BlenderProc backend: its extra (bpy 4.2.0, ~520 MB,
 # Python 3.11) is installed first; TEST_EXTRAS= skips it (those tests are then skipped).

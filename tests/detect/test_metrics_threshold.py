@@ -46,3 +46,66 @@ def test_histogram_threshold_is_bin_edge_and_near_optimal():
     assert r["threshold"] * 1024 == pytest.approx(round(r["threshold"] * 1024))
     assert f1_score(t, s >= r["threshold"]) == pytest.approx(r["f1"], abs=1e-9)
     assert r["f1"] >= f1_optimal_threshold(s, t)["f1"] - 0.01
+
+
+# --- exact and histogram modes agree (issue 16 item 6) ----------------------------------
+def _hist_f1(s, t, bins, chunks=5, ignore=None):
+    m = F1OptimalThreshold(mode="hist", bins=bins, value_range=(float(s.min()), float(s.max())))
+    parts = np.array_split(np.arange(s.size), chunks)
+    for ch in parts:
+        m.update(s[ch], t[ch], None if ignore is None else ignore[ch])
+    edge = m.compute()
+    assert m.needs_refinement and edge["exact"] is False
+    m.start_refinement()
+    for ch in parts:
+        m.refine(s[ch], t[ch], None if ignore is None else ignore[ch])
+    return edge, m.compute()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_histogram_mode_threshold_equals_exact(seed):
+    """Same threshold, F1, precision and recall, bit for bit, whatever the binning."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(200, 20_000))
+    s = (rng.random(n) ** rng.uniform(0.3, 3)).astype(np.float32)
+    if seed % 3 == 0:
+        s = np.round(s, 2).astype(np.float32)              # many ties
+    t = rng.random(n) < s ** rng.uniform(1, 6)
+    ignore = rng.random(n) < 0.1 if seed % 2 else None
+    exact = F1OptimalThreshold(mode="exact")
+    exact.update(s, t, ignore)
+    e = exact.compute()
+    edge, h = _hist_f1(s, t, int(rng.integers(4, 300)), ignore=ignore)
+    for k in ("threshold", "f1", "precision", "recall"):
+        assert h[k] == e[k], (k, h[k], e[k])
+    assert h["exact"] is True and h["mode"] == "hist"
+    keep = ~ignore if ignore is not None else np.ones(n, bool)
+    assert h["threshold"] in set(s[keep].astype(np.float64))     # a score of the data, not a bin edge
+
+
+def test_histogram_edge_alone_would_differ():
+    """The refinement is what makes the modes agree: the bin edge itself is another threshold."""
+    rng = np.random.default_rng(0)
+    s = rng.random(50_000).astype(np.float32)
+    t = rng.random(s.size) < s ** 4
+    edge, h = _hist_f1(s, t, 64)
+    assert edge["threshold"] != h["threshold"] == f1_optimal_threshold(s, t)["threshold"]
+
+
+def test_evaluate_exact_and_histogram_modes_give_identical_thresholded_metrics(tmp_path):
+    """evaluate with the histogram switch lowered to 10 pixels: threshold, pixel P/R/F1 and
+    counts, defect-wise recall and detection rates equal the exact run's (val and test-chosen)."""
+    from polar_detect import evaluate as ev
+
+    from .test_report import make_run
+    data, pred, vpred, _, _ = make_run(tmp_path, seed=3)
+    for val in (vpred, None):
+        exact = ev.evaluate(pred, data, tmp_path / "a", val, report=False, quiet=True)
+        hist = ev.evaluate(pred, data, tmp_path / "b", val, report=False, quiet=True,
+                           max_exact_pixels=10, bins=48)
+        assert exact["approximation"]["mode"] == "exact" and hist["approximation"]["mode"] == "hist"
+        assert hist["threshold"]["value"] == exact["threshold"]["value"]
+        assert hist["thresholded"] == exact["thresholded"]
+        assert hist["defect_wise_recall"] == exact["defect_wise_recall"]
+        assert hist["instance_detection_rate"] == exact["instance_detection_rate"]
+        assert hist["threshold"]["degeneracy"] == exact["threshold"]["degeneracy"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,8 @@ def test_row_train_steps_markers_and_scene_variants(tmp_path, capsys):
     assert rows == [{"id": "A", "image_auroc": 0.75, "aupro": 0.5, "f1": None},
                     {"id": "B+", "image_auroc": 0.25, "aupro": 0.5, "f1": None}]
     assert "| B+ | 0.2500 | 0.5000 | n/a |" in (out / "results.md").read_text()
-    assert (out / ".done-B+-train").read_text().startswith("python -c")
+    mark = json.loads((out / ".done-B+-train").read_text())
+    assert mark["command"].startswith("python -c") and len(mark["sha256"]) == 64
     scene = yaml.safe_load((out / "scenes" / "plain.yaml").read_text())
     assert scene["anomalies"]["probability"] == 0.25 and "dent" not in scene["anomalies"]["classes"]
     assert "water_stain" in scene["anomalies"]["classes"] and scene["sensor"]["dofp"] == {"enabled": True}
@@ -95,9 +97,13 @@ def test_row_train_steps_markers_and_scene_variants(tmp_path, capsys):
     assert (out / "models" / "a").read_text() == "0.5"
     assert "another command" not in capsys.readouterr().out
     assert yaml.safe_load((out / "scenes" / "plain.yaml").read_text())["anomalies"]["probability"] == 0.3
-    (out / ".done-A-train").write_text("python other\n")     # ... but a changed command is pointed out
+    (out / ".done-A-train").write_text("python other\n")     # ... but a changed command reruns, with what follows
     run_preset(path, {})
-    assert "A-train: done (with another command; --force to rerun)" in capsys.readouterr().out
+    log = capsys.readouterr().out
+    assert "A-train: command changed since its last run; rerunning it and every later step" in log
+    assert (out / "models" / "a").read_text() == "0.75"
+    ran = [ln for ln in log.splitlines() if ln.startswith("+ ")]
+    assert "= mk: done" in log and len(ran) == 4         # A-train, A-write, B+-train, B+-write
     bad = dict(preset, scenes={"x": {"from": "aluminum_plate", "set": {"sensor.mode": "infrared"}}})
     path.write_text(yaml.safe_dump(bad, sort_keys=False))
     with pytest.raises(ValueError, match="sensor.mode"):
@@ -189,3 +195,116 @@ def test_seq_patchcore_preset_end_to_end(tmp_path):
     assert metrics["image"]["n"] == sum(s["split"] == "test" for s in real["samples"])
     assert all((out / "models" / f).is_file() for f in ("da_dr.safetensors", "finetuned.safetensors",
                                                         "melded.safetensors"))
+
+
+# --- command-hash markers and --dry-run (issue 20 item 4) -------------------------------
+from polar_detect.pipelines import find_preset, main as pipelines_main  # noqa: E402
+
+LOG = "python -c \"open('${out}/log.txt', 'a').write('${tag}${x} ')\""
+
+
+def _chain(tmp_path, **vars_):
+    """Three stages and one row that append their name (and the variables) to log.txt."""
+    out = tmp_path / "run"
+    write = ("python -c \"import json, pathlib; p = pathlib.Path('${out}/eval/${id}'); "
+             "p.mkdir(parents=True, exist_ok=True); open('${out}/log.txt', 'a').write('eval '); "
+             "(p / 'metrics.json').write_text(json.dumps({'image': {'auroc': 0.5}, "
+             "'thresholded': {'f1': ${f1}}, 'threshold': {'value': 0.1, 'degenerate': ${degenerate}, "
+             "'degeneracy': {'reason': 'flags 99 % of normal pixels'}}}))\"")
+    preset = {"vars": {"out": str(out), "x": "1", "y": "1", "f1": "0.25", "degenerate": "False", **vars_},
+              "stages": {"one": LOG.replace("${tag}", "one"), "two": LOG.replace("${tag}${x}", "two${y}"),
+                         "three": LOG.replace("${tag}", "three")},
+              "rows": [{"id": "A"}],
+              "evaluate": {"write": write, "metrics": ["image_auroc", "f1"]}}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(preset, sort_keys=False))
+    return path, out
+
+
+def _log(out):
+    words = (out / "log.txt").read_text().split()
+    (out / "log.txt").write_text("")
+    return words
+
+
+def test_changed_command_reruns_its_step_and_every_later_step(tmp_path, capsys):
+    path, out = _chain(tmp_path)
+    run_preset(path, {})
+    assert _log(out) == ["one1", "two1", "three1", "eval"]
+    run_preset(path, {})                                     # unchanged: nothing runs
+    assert _log(out) == []
+    run_preset(path, {"y": "2"})                             # only stage two's command changes
+    assert _log(out) == ["two2", "three1", "eval"]           # ... it and everything after rerun
+    assert "two: command changed since its last run" in capsys.readouterr().out
+    run_preset(path, {"x": "3", "y": "2"})                   # the first stage changes: all rerun
+    assert _log(out) == ["one3", "two2", "three3", "eval"]
+    mark = json.loads((out / ".done-two").read_text())
+    assert mark["command"].endswith("write('two2 ')\"") and len(mark["sha256"]) == 64
+
+
+def test_interrupted_rerun_still_reruns_the_later_steps(tmp_path):
+    path, out = _chain(tmp_path)
+    run_preset(path, {})
+    _log(out)
+    spec = yaml.safe_load(path.read_text())
+    spec["stages"]["three"] = "python -c \"import sys; sys.exit(3)\""
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(subprocess.CalledProcessError):
+        run_preset(path, {"y": "2"})                         # two reruns, three fails
+    assert _log(out) == ["two2"]
+    assert not (out / ".done-three").exists() and not (out / ".done-A-write").exists()
+    spec["stages"]["three"] = LOG.replace("${tag}", "three")
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    run_preset(path, {"y": "2"})
+    assert _log(out) == ["three1", "eval"]                   # the row reruns although its command is old
+
+
+def test_scene_variant_change_reruns_the_step_naming_it(tmp_path):
+    out = tmp_path / "run"
+    preset = {"vars": {"out": str(out), "p": "0.25"},
+              "scenes": {"v": {"from": "aluminum_plate", "set": {"anomalies.probability": "${p}"}}},
+              "stages": {"uses": "python -c \"open('${out}/log.txt', 'a').write('uses ')\" ${out}/scenes/v.yaml",
+                         "other": "python -c \"open('${out}/log.txt', 'a').write('other ')\""},
+              "rows": [], "evaluate": {"metrics": ["image_auroc"]}}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(preset, sort_keys=False))
+    run_preset(path, {})
+    assert _log(out) == ["uses", "other"]
+    run_preset(path, {})
+    assert _log(out) == []
+    run_preset(path, {"p": "0.5"})                           # same command text, another scene file
+    assert _log(out) == ["uses", "other"]
+
+
+def test_dry_run_prints_substituted_commands_and_runs_nothing(tmp_path, capsys):
+    path, out = _chain(tmp_path)
+    assert pipelines_main([str(path), "--dry-run", "--set", "y=7"]) == 0
+    text = capsys.readouterr().out
+    assert not out.exists()                                  # nothing run, nothing written
+    assert f"open('{out}/log.txt', 'a').write('two7 ')" in text and "${" not in text
+    assert text.count("RUN (missing)") == 4 and "4 of 4 steps would run" in text
+    run_preset(path, {"y": "7"})
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert pipelines_main([str(path), "--dry-run", "--set", "y=8"]) == 0
+    text = capsys.readouterr().out
+    assert "# stage: one: skip (done)" in text and "# stage: two: RUN (changed)" in text
+    assert "# stage: three: RUN (after a rerun step)" in text and "3 of 4 steps would run" in text
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_preset_by_name_and_shipped_presets_dry_run(capsys):
+    assert find_preset("usb_brick_station").name == "usb_brick_station.yaml"
+    for name in ("usb_brick_station", "polar_ano_draem", "seq_patchcore_aluminum"):
+        assert pipelines_main([name, "--dry-run", "--set", "out=/nonexistent/x"]) == 0
+        text = capsys.readouterr().out
+        assert "python -m polar_detect.evaluate" in text and "${" not in text
+    assert not Path("/nonexistent").exists()
+
+
+def test_results_mark_thresholded_metrics_of_a_degenerate_threshold(tmp_path):
+    path, out = _chain(tmp_path, degenerate="True", f1="1.0")
+    rows = run_preset(path, {})
+    assert rows[0]["threshold_degenerate"] == "flags 99 % of normal pixels"
+    md = (out / "results.md").read_text()
+    assert "| A | 0.5000 | ~~1.0000~~ (trivial) |" in md and "Row A: degenerate threshold" in md

@@ -168,3 +168,71 @@ def test_overlay_colours():
     assert o[0, 1, 0] > 0.5 and o[0, 1, 1] == 0                       # FP red
     assert o[0, 2, 2] > 0.5 and o[0, 2, 0] == 0                       # FN blue
     assert np.allclose(o[0, 3], 0.5)                                  # TN: dimmed base
+
+
+# --- degenerate thresholds and HTML escaping (issue 16 item 6) ---------------------------
+class _Text(__import__("html.parser").parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.parts = []
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+
+def _text(doc: str) -> str:
+    p = _Text()
+    p.feed(doc)
+    return " ".join(p.parts)
+
+
+def test_degenerate_threshold_is_flagged_everywhere(run, tmp_path, capsys):
+    """A threshold below every score flags all normal pixels: R_DW = 1 for every class is
+    trivial and must be shown as such (metrics.json, report.html, console summary)."""
+    data, pred, vpred, _, maps = run
+    out = tmp_path / "eval"
+    assert ev.main(["--pred", str(pred), "--data", str(data), "--out", str(out), "--threshold", "-1"]) == 0
+    console = capsys.readouterr()
+    m = json.loads((out / "metrics.json").read_text())
+    d = m["threshold"]["degeneracy"]
+    assert m["threshold"]["degenerate"] is True and d["normal_pixel_fraction"] == 1.0
+    assert d["normal_images_flagged"] == d["normal_images"] == 3 and d["limit"] == 0.5
+    assert m["thresholded"]["threshold_degenerate"] is True and m["defect_wise_recall"]["threshold_degenerate"] is True
+    assert all(c["recall"] == 1.0 for c in m["defect_wise_recall"]["per_class"].values())
+    assert any("degenerate threshold" in w for w in m["warnings"])
+    assert "DEGENERATE THRESHOLD -1" in console.out and "mR_DW (1.0000: trivial, degenerate threshold)" in console.out
+    doc = (out / "report.html").read_text()
+    text = _text(doc)
+    assert "Degenerate threshold" in text and "trivially satisfied" in text
+    # every R_DW value sits struck inside a greyed span, none as a plain cell
+    assert doc.count('<td><span class="trivial"') >= 3 * len(m["defect_wise_recall"]["per_class"])
+    assert "<td>1.0000</td>" not in doc.split('id="defect-wise-recall"')[1].split("</section>")[0]
+
+
+def test_sane_threshold_is_not_flagged(run, tmp_path, capsys):
+    data, pred, vpred, _, _ = run
+    out = tmp_path / "eval"
+    assert ev.main(["--pred", str(pred), "--data", str(data), "--out", str(out), "--threshold", "0.65"]) == 0
+    assert "DEGENERATE" not in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["threshold"]["degenerate"] is False and m["threshold"]["degeneracy"]["normal_pixel_fraction"] < 0.5
+    doc = (out / "report.html").read_text()
+    assert 'class="trivial"' not in doc and "ok: flags" in _text(doc)
+
+
+def test_report_has_no_double_escaped_entities(run, tmp_path):
+    data, pred, vpred, _, _ = run
+    out = tmp_path / "eval"
+    ev.evaluate(pred, data, out, vpred, quiet=True)
+    doc = (out / "report.html").read_text()
+    import re
+    assert not re.search(r"&amp;(#\d+|#x[0-9a-fA-F]+|[A-Za-z]+);", doc)
+    text = _text(doc)
+    assert "AUPRO (FPR ≤ 0.3)" in text and "&le;" not in text
+    # text from the data is escaped once: a model name with markup shows literally
+    m = json.loads((out / "metrics.json").read_text())
+    from polar_detect.report import build_report
+    m["model"] = "<b>A&B</b>"
+    build_report(m, {}, [], tmp_path / "r2")
+    doc2 = (tmp_path / "r2" / "report.html").read_text()
+    assert "&lt;b&gt;A&amp;B&lt;/b&gt;" in doc2 and "<b>A&B</b>" in _text(doc2)

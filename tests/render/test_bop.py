@@ -1,6 +1,7 @@
 """Tests for polar_render.bop (BOP reader/writer) and polar_render.geometry."""
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -346,18 +347,29 @@ def test_load_model_in_metres_rejected(bop_copy):
     m = trimesh.load(p, process=False)
     m.apply_scale(1e-3)
     p.write_bytes(m.export(file_type="ply", encoding="binary"))
-    lay = read_layout(bop_copy)
-    with pytest.raises(BopFormatError, match=r"obj_000001\.ply.*metres"):
-        lay.load_model(1)
-    lay.load_model(2)
+    with pytest.raises(BopFormatError, match=r"obj_000001\.ply.*metres"):   # at read time, not per sample
+        read_layout(bop_copy)
 
 
 @pytest.mark.parametrize("content", [b"", b"ply\nformat ascii 1.0\ngarbage\n", b"not a mesh at all"])
 def test_load_model_unreadable_rejected(bop_copy, content):
     (bop_copy / "models" / "obj_000002.ply").write_bytes(content)
-    lay = read_layout(bop_copy)
     with pytest.raises(BopFormatError, match=r"obj_000002\.ply"):
-        lay.load_model(2)
+        read_layout(bop_copy)
+
+
+def test_unreferenced_model_checked_when_loaded(bop_copy):
+    """Models no frame references are not read by read_layout, but load_model applies the same checks."""
+    shutil.copy(bop_copy / "models" / "obj_000001.ply", bop_copy / "models" / "obj_000003.ply")
+    (bop_copy / "models" / "obj_000004.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 0\nend_header\n")
+    lay = read_layout(bop_copy)
+    np.testing.assert_allclose(lay.load_model(3).extents, [40, 30, 20], atol=1e-4)
+    with pytest.raises(BopFormatError, match=r"obj_000004\.ply"):
+        lay.load_model(4)
+    a = lay.load_model(1)
+    a.vertices += 1.0                        # callers get a copy of the validated model
+    np.testing.assert_allclose(lay.load_model(1).extents, [40, 30, 20], atol=1e-4)
+    assert lay.load_model(1).bounds[0][0] == pytest.approx(-20.0, abs=1e-4)
 
 
 def test_default_depth_scale_from_camera(bop_copy):
@@ -419,3 +431,162 @@ def test_look_at_degenerate():
         look_at_w2c([0, 0, 1], [0, 0, 0])  # looking straight down along up
     with pytest.raises(ValueError):
         look_at_w2c([1, 2, 3], [1, 2, 3])
+
+
+# ----------------------------------------------------------------------------- load-time checks (issue 16)
+
+def _layout_with(tmp_path, poses, size=(40.0, 30.0, 20.0), K=None, wh=(640, 480)):
+    """A one-frame layout with a box model (obj 1, mm) at the given (R, t_mm) poses."""
+    root = tmp_path / "ds"
+    K = np.array([[600.0, 0.0, 319.5], [0.0, 600.0, 239.5], [0.0, 0.0, 1.0]]) if K is None else K
+    write_camera(root, CameraInfo(K=K, width=wh[0], height=wh[1]))
+    write_models(root, {1: trimesh.creation.box(extents=size)})
+    objs = tuple(ObjectPose(obj_id=1, R_m2c=R, t_m2c_mm=t) for R, t in poses)
+    write_scene(root, "train_pbr", 0, [Frame(split="train_pbr", scene_id=0, im_id=0, K=K, width=wh[0],
+                                             height=wh[1], depth_scale=1.0, R_w2c=None, t_w2c_mm=None,
+                                             objects=objs)])
+    return root
+
+
+def test_frustum_side_at_the_image_border():
+    """The image spans u in [-0.5, W - 0.5] (pixel centres at integers): a box whose right
+    face projects just left of u = -0.5 is out of view, one reaching just past it is not."""
+    from polar_render.bop import _frustum_side
+
+    K = np.array([[500.0, 0.0, 31.5], [0.0, 500.0, 23.5], [0.0, 0.0, 1.0]])
+    z = 1000.0
+    x_edge = (-0.5 - 31.5) * z / 500.0          # camera x (mm) that projects onto u = -0.5
+    for eps, expect in ((-0.01, "left of the image"), (0.01, None)):
+        pts = np.array([[x_edge - 20.0, 0.0, z], [x_edge + eps, 0.0, z], [x_edge - 20.0, 5.0, z + 10.0],
+                        [x_edge + eps, 5.0, z + 10.0]])
+        pts[[2, 3], 0] = pts[[2, 3], 0] * (z + 10.0) / z  # same image column at the farther depth
+        assert _frustum_side(K, 64, 48, pts) == expect, eps
+    # the bottom border v = H - 0.5 likewise
+    y_edge = (48 - 0.5 - 23.5) * z / 500.0
+    assert _frustum_side(K, 64, 48, np.array([[0.0, y_edge + 0.01, z], [0.0, y_edge + 9.0, z]])) == "below the image"
+    assert _frustum_side(K, 64, 48, np.array([[0.0, y_edge - 0.01, z], [0.0, y_edge + 9.0, z]])) is None
+    # behind the camera, and straddling the camera plane (partly in front: may be visible)
+    assert _frustum_side(K, 64, 48, np.array([[0.0, 0.0, -1.0], [5.0, 5.0, -30.0]])) == "behind the camera"
+    assert _frustum_side(K, 64, 48, np.array([[0.0, 0.0, -10.0], [0.0, 0.0, 10.0]])) is None
+
+
+def test_object_out_of_view_warns_when_others_are_seen(tmp_path):
+    root = _layout_with(tmp_path, [(np.eye(3), [0.0, 0.0, 500.0]), (np.eye(3), [0.0, 0.0, -500.0]),
+                                   (np.eye(3), [4000.0, 0.0, 500.0])])
+    lay = read_layout(root)
+    assert len(lay.frames()) == 1
+    assert len(lay.warnings) == 2, lay.warnings
+    assert "scene_gt.json: key '0'[1] (obj_id 1): behind the camera" in lay.warnings[0]
+    assert "'0'[2] (obj_id 1): right of the image" in lay.warnings[1]
+
+
+def test_frame_with_every_object_out_of_view_refused(tmp_path):
+    root = _layout_with(tmp_path, [(np.eye(3), [0.0, -4000.0, 500.0]), (np.eye(3), [0.0, 0.0, -500.0])])
+    with pytest.raises(BopFormatError, match=r"scene_gt\.json: key '0': no object can be seen .*above the image.*"
+                                             r"behind the camera"):
+        read_layout(root)
+
+
+def test_large_object_around_the_camera_is_not_refused(tmp_path):
+    """A model that surrounds the camera (corners behind and in front, all outside the image
+    sideways) may still fill the view: only whole-plane separation counts as out of view."""
+    root = _layout_with(tmp_path, [(np.eye(3), [0.0, 0.0, 100.0])], size=(4000.0, 4000.0, 4000.0))
+    assert read_layout(root).warnings == []
+
+
+def test_empty_annotations_refused(bop_copy):
+    _gt(bop_copy, lambda d: d.__setitem__("0", []))
+    with pytest.raises(BopFormatError, match=r"scene_gt\.json: key '0': no object annotated"):
+        read_layout(bop_copy)
+    _gt(bop_copy, lambda d: d.clear())
+    with pytest.raises(BopFormatError, match=r"scene_gt\.json: no image is annotated"):
+        read_layout(bop_copy)
+
+
+def test_models_info_required_and_consistent(bop_copy):
+    info = bop_copy / "models" / "models_info.json"
+    _edit_json(info, lambda d: d["2"].__setitem__("min_z", d["2"]["min_z"] * 1000))
+    with pytest.raises(BopFormatError, match=r"models_info\.json: key '2'\.min_z: .*obj_000002\.ply has -4\.8 mm"):
+        read_layout(bop_copy)
+    info.unlink()
+    with pytest.raises(BopFormatError, match=r"models_info\.json: file not found"):
+        read_layout(bop_copy)
+
+
+def test_symlinks_inside_the_root_are_followed(bop_copy):
+    """A layout may use symlinks that stay inside it (shared models, a renamed scene)."""
+    ref = read_layout(bop_copy)
+    (bop_copy / "store").mkdir()
+    shutil.move(bop_copy / "models" / "obj_000001.ply", bop_copy / "store" / "box.ply")
+    (bop_copy / "models" / "obj_000001.ply").symlink_to(Path("..") / "store" / "box.ply")
+    lay = read_layout(bop_copy)
+    assert lay.digest == ref.digest          # same content, other storage
+    np.testing.assert_allclose(lay.load_model(1).extents, [40, 30, 20], atol=1e-4)
+
+
+def test_symlink_escape_and_loop_named(bop_copy, tmp_path):
+    from polar_render.bop import BopPathError
+    from polar_render.paths import UnsafePathError
+
+    shutil.copytree(bop_copy / SCENE, tmp_path / "elsewhere")
+    os.chmod(bop_copy / "train_pbr", 0o755)
+    shutil.rmtree(bop_copy / SCENE)
+    (bop_copy / SCENE).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(BopPathError, match=r"train_pbr/000000: .*outside") as ei:
+        read_layout(bop_copy)
+    assert isinstance(ei.value, UnsafePathError) and isinstance(ei.value, BopFormatError)
+    (bop_copy / SCENE).unlink()
+    (bop_copy / SCENE).symlink_to("000000")
+    with pytest.raises(BopPathError, match=r"train_pbr/000000.*symlink loop"):
+        read_layout(bop_copy)
+
+
+def test_digest_identifies_content(bop_copy, bop_fixture_dir):
+    a, b = read_layout(bop_fixture_dir), read_layout(bop_copy)
+    assert a.digest == b.digest and len(a.digest) == 64
+    _gt(bop_copy, lambda d: d["0"][0]["cam_t_m2c"].__setitem__(2, d["0"][0]["cam_t_m2c"][2] + 1.0))
+    assert read_layout(bop_copy).digest != a.digest
+
+
+def test_written_files_have_the_run_permissions(tmp_path):
+    """Layout files are not 0600 (mkstemp's mode): another user may read OUT/layout, and
+    nothing is world-writable."""
+    from polar_render import io
+
+    root = _layout_with(tmp_path, [(np.eye(3), [0.0, 0.0, 500.0])])
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert len(files) == 5   # camera, model, models_info, scene_camera, scene_gt
+    for p in files:
+        assert p.stat().st_mode & 0o777 == io.FILE_MODE, (p, oct(p.stat().st_mode))
+    assert io.FILE_MODE & 0o002 == 0 and io.DIR_MODE & 0o002 == 0
+    assert io.FILE_MODE & 0o044 == 0o044 & ~io._UMASK
+
+
+def test_layout_write_on_full_disk_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    from polar_render import io
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io, "_write_all", full)
+    with pytest.raises(io.NoSpaceError, match=r"models/obj_000001\.ply: no space left on device"):
+        write_models(tmp_path / "ds", {1: trimesh.creation.box(extents=(40.0, 30.0, 20.0))})
+    assert [p.name for p in (tmp_path / "ds").rglob("*") if p.is_file()] == []   # no temporaries, no partial file
+
+
+def test_cli_warns_once_about_an_unseen_object(bop_copy, tmp_path, capsys):
+    """One object of frame 1 pushed out of view: the run renders (the other object is seen)
+    and says so once, naming the frame and the object, not once per sample."""
+    from polar_render import cli
+
+    _gt(bop_copy, lambda d: d["1"][1].__setitem__("cam_t_m2c", [0.0, 0.0, -400.0]))
+    scene = Path(__file__).parent / "data" / "plain" / "scene.yaml"
+    rc = cli.main(["render", "--scene", str(scene), "--layout", str(bop_copy), "--out", str(tmp_path / "out"),
+                   "--n", "5", "--res", "64x48", "--spp", "1", "--quiet"])   # frame 1: samples 1 and 4
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    warnings = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1, err
+    assert "scene_gt.json: key '1'[1] (obj_id 2): behind the camera" in warnings[0]

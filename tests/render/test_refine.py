@@ -31,8 +31,8 @@ def test_dent_on_a_12_triangle_box_is_applied():
     a = _dent()
     assert not np.any(displacement(v, a))            # no vertex of the coarse box lies inside the dent
     edits = geometry_edits([a], [_Slot()], {"i1_box": (v, f)}, {"i1_box": None})
-    ve, ne, fe = edits["i1_box"]
-    assert ne is None and len(fe) > 12
+    ve, ne, fe, uve = edits["i1_box"]
+    assert ne is None and uve is None and len(fe) > 12
     # the dent is as deep as asked, and removes the analytic volume pi R^2 depth / 3 (a crack or
     # a missed region would change the enclosed volume)
     top = ve[ve[:, 2] > 0, 2]
@@ -47,7 +47,7 @@ def test_dent_on_a_12_triangle_box_is_applied():
 def test_refinement_meets_the_target_only_in_the_zone():
     v, f = _box()
     a = _dent(radius=2.0)
-    vr, fr, _ = refined_mesh(v, f, None, [a])
+    vr, fr, _, _ = refined_mesh(v, f, None, [a])
     centres = vr[fr].mean(1)
     near = np.linalg.norm(centres - a.params["centre_mm"], axis=1) < a.params["radius_mm"]
     assert near.any() and max_edge(vr, fr[near]).max() <= a.params["ring_mm"] + 1e-9
@@ -58,7 +58,7 @@ def test_no_crack_at_t_junctions():
     """Every vertex created on an edge of a face left coarse does not move."""
     v, f = _box()
     a = _dent(radius=4.0)
-    vr, fr, _ = refined_mesh(v, f, None, [a])
+    vr, fr, _, _ = refined_mesh(v, f, None, [a])
     d = displacement(vr, a)
     moved = np.any(d != 0, axis=1)
     coarse = max_edge(vr, fr) > 5.0
@@ -77,7 +77,7 @@ def test_vertex_normals_follow_refinement():
     n = v / np.linalg.norm(v, axis=1, keepdims=True)
     a = Anomaly("bump", 1, {"part": "box", "centre_mm": n[0] * 10, "normal": n[0], "height_mm": 0.3,
                             "radius_mm": 2.0, "ring_mm": 0.5})
-    vr, fr, nr = refined_mesh(v, f, n, [a])
+    vr, fr, nr, _ = refined_mesh(v, f, n, [a])
     assert len(nr) == len(vr) and np.allclose(np.linalg.norm(nr, axis=1), 1.0)
 
 
@@ -86,3 +86,18 @@ def test_refinement_budget_is_enforced():
     with pytest.raises(RefinementError):
         refine_zone(v, f, None, lambda vv, ff: np.ones(len(ff), bool), target_mm=1e-4)
     assert MAX_FACES > 100_000
+
+
+def test_texture_coordinates_follow_refinement():
+    """UVs (e.g. the brushing direction of brushed_conductor) are interpolated at the new
+    vertices: an affine parametrisation stays exact, and a displaced vertex keeps the uv of
+    its surface point."""
+    v, f = _box()
+    A, b = np.array([[0.02, 0.01, 0.0], [-0.01, 0.03, 0.005]]), np.array([0.5, 0.25])
+    uv = v @ A.T + b
+    a = _dent(radius=2.0)
+    vr, fr, _, uvr = refined_mesh(v, f, None, [a], uv)
+    assert len(fr) > 12 and uvr.shape == (len(vr), 2)
+    assert np.allclose(uvr, vr @ A.T + b, atol=1e-12)
+    ve, _, fe, uve = geometry_edits([a], [_Slot()], {"i1_box": (v, f)}, {"i1_box": None}, {"i1_box": uv})["i1_box"]
+    assert np.array_equal(fe, fr) and np.array_equal(uve, uvr) and not np.array_equal(ve, vr)

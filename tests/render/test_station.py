@@ -10,7 +10,7 @@ import pytest
 
 from polar_render.config import SceneConfigError, load_scene, write_scene_variant
 from polar_render.layout import LayoutConfig, sample_scene
-from polar_render.pipeline import object_models_mm
+from polar_render.pipeline import object_models_mm, read_manifest
 from polar_render.randomize import sample_appearance
 
 from .conftest import render_dir
@@ -138,7 +138,7 @@ def test_dropped_anomalies_are_recorded_not_labelled(station_render):
 
 def test_independent_noise_stream(station_render, tmp_path):
     """--noise-seed: same samples (draws, masks, exact passes), other Monte Carlo noise."""
-    scene = json.loads((station_render / "run.json").read_text())["scene_file"]
+    scene = read_manifest(station_render)["scene_file"]   # stored relative to OUT
     other = render_dir(tmp_path / "n1", scene=scene, n=2, res=(320, 240), spp=2, seed=3, noise_seed=1)
     for i in range(2):
         a, b = (r / "samples" / f"{i:06d}" for r in (station_render, other))

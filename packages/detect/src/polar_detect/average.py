@@ -96,18 +96,36 @@ def load_predictions(pred_dir) -> dict:
         raise AverageError(f"{path}: no predictions")
     if set(p["scores"]) != set(p["maps"]):
         raise AverageError(f"{path}: 'scores' and 'maps' name different samples")
+    missing = sorted(sid for sid, rel in p["maps"].items() if rel is None)
+    if missing:
+        raise AverageError(f"{path}: maps.{missing[0]} is null; averaging needs a map for every sample")
     return p
 
 
-def _read_map(pred_dir: Path, rel: str) -> np.ndarray:
-    """One (H, W) map through ``evaluate.read_map`` (missing, unreadable, non-2-D or non-finite
-    maps refused), as float64."""
-    from .evaluate import InputError, read_map
+def _read_map(pred_dir: Path, pred: dict, sid: str) -> np.ndarray:
+    """The map of sample ``sid`` through ``evaluate.map_path`` (resolved inside ``pred_dir``)
+    and ``evaluate.read_map`` (missing, oversized, unreadable, non-2-D or non-finite maps
+    refused), as float64."""
+    from .evaluate import InputError, map_path, read_map
 
     try:
-        return read_map(pred_dir / rel).astype(np.float64)
+        path = map_path(pred_dir, pred_dir / "predictions.json", sid, pred["maps"][sid])
+        return read_map(path).astype(np.float64)
     except InputError as e:
         raise AverageError(str(e)) from None
+
+
+def _check_map_headers(preds: list[dict], dirs: list[Path]) -> None:
+    """Every map resolves inside its directory, exists and is within POLAR_MAX_IMAGE_PIXELS
+    (header only), before anything is read or written."""
+    from .evaluate import InputError, _check_image, map_path
+
+    for p, d in zip(preds, dirs):
+        for sid, rel in p["maps"].items():
+            try:
+                _check_image(map_path(d, d / "predictions.json", sid, rel), "anomaly map")
+            except InputError as e:
+                raise AverageError(str(e)) from None
 
 
 def _check_same(preds: list[dict], dirs: list[Path]) -> None:
@@ -174,6 +192,7 @@ def average_predictions(pred_dirs, out_dir, standardise: str = "normal", stats_s
         raise AverageError(f"{out}: the output directory is one of the inputs")
     preds = [load_predictions(d) for d in dirs]
     _check_same(preds, dirs)
+    _check_map_headers(preds, dirs)
     ids = sorted(preds[0]["scores"])
 
     stats: list[dict | None] = [None] * len(dirs)
@@ -185,7 +204,7 @@ def average_predictions(pred_dirs, out_dir, standardise: str = "normal", stats_s
                 f"{dirs[0]}: no label-0 '{stats_split}' samples among the predictions to standardise with; "
                 f"predict each input with --split {preds[0].get('split') or 'test'},{stats_split}")
         for k, (p, d) in enumerate(zip(preds, dirs)):
-            st = map_stats([_read_map(d, p["maps"][i]) for i in normal])
+            st = map_stats([_read_map(d, p, i) for i in normal])
             if not np.isfinite(st["std"]) or st["std"] <= 0:
                 raise AverageError(f"{d}: maps of the normal '{stats_split}' samples are constant "
                                    f"(std {st['std']}); cannot standardise")
@@ -211,7 +230,7 @@ def _write_average(out: Path, preds, dirs, ids, stats, standardise, stats_split,
     (out / "maps").mkdir()
     scores, maps = {}, {}
     for n_done, sid in enumerate(ids, 1):
-        each = [_read_map(d, p["maps"][sid]) for p, d in zip(preds, dirs)]
+        each = [_read_map(d, p, sid) for p, d in zip(preds, dirs)]
         shapes = {m.shape for m in each}
         if len(shapes) != 1:
             raise AverageError(f"sample {sid}: map sizes differ across inputs "

@@ -15,6 +15,11 @@
 * ``normalisation``: optional per-modality overrides ``{modality: {"scale": s, "offset": o}}``
   or a path to another dataset whose normalisation to use (e.g. apply the synthetic
   training set's intensity scale to real captures).
+* Checks before any item is read (``polar_detect.dataset.integrity``): every path the chosen
+  samples name stays inside the dataset directory, each file exists, its header is within
+  ``POLAR_MAX_IMAGE_PIXELS``, its size matches the sample's ``size``, its sha256 matches the
+  manifest, and float images hold no NaN/inf. Items check again what they decode (finite,
+  size). Errors are :class:`~polar_detect.dataset.encodings.DatasetError` naming the file.
 """
 from __future__ import annotations
 
@@ -24,7 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .dataset.encodings import DatasetError, as_hwc
+from .dataset.encodings import DatasetError
+from .dataset.images import read_png, read_tiff
+from .dataset.integrity import check_samples
 from .dataset.manifest import SPLITS, manifest_path, read_manifest
 
 
@@ -37,24 +44,13 @@ def _pair(x) -> tuple[int, int] | None:
     return int(h), int(w)
 
 
-def _read_tiff(path: Path) -> np.ndarray:
-    import tifffile
-
-    try:
-        return as_hwc(tifffile.imread(path))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: missing") from None
-    except Exception as exc:
-        raise DatasetError(f"{path}: unreadable TIFF: {type(exc).__name__}: {exc}") from None
-
-
-def _read_png(path: Path) -> np.ndarray:
-    import cv2
-
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise DatasetError(f"{path}: missing or unreadable PNG")
-    return arr
+def _override(modality: str, v: dict) -> tuple[float, float]:
+    """(scale, offset) of a normalisation override; both finite, scale > 0."""
+    scale, offset = float(v.get("scale", 1.0)), float(v.get("offset", 0.0))
+    if not (np.isfinite(scale) and scale > 0 and np.isfinite(offset)):
+        raise DatasetError(f"normalisation.{modality}: scale {scale!r} / offset {offset!r}: expected a finite "
+                           f"scale > 0 and a finite offset")
+    return scale, offset
 
 
 class PolarDataset(torch.utils.data.Dataset):
@@ -85,13 +81,14 @@ class PolarDataset(torch.utils.data.Dataset):
                 normalisation = {k: other[k] for k in self.modalities if k in other}
             for k, v in normalisation.items():
                 if k in self.info:
-                    self.info[k]["scale"] = float(v.get("scale", 1.0))
-                    self.info[k]["offset"] = float(v.get("offset", 0.0))
+                    self.info[k]["scale"], self.info[k]["offset"] = _override(k, v)
         self.split = split
         self.size, self.crop = _pair(size), _pair(crop)
         self.normalise = normalise
         self.classes = dict(m["classes"])
-        self.samples = [s for s in m["samples"] if s["split"] in splits]
+        chosen = [(i, s) for i, s in enumerate(m["samples"]) if s["split"] in splits]
+        self.samples = [s for _, s in chosen]
+        self.paths = check_samples(self.manifest_file, m, chosen, self.modalities, progress=True)
         self.name = m.get("name", "")
 
     def __len__(self) -> int:
@@ -124,11 +121,19 @@ class PolarDataset(torch.utils.data.Dataset):
             x = x[..., top:top + ch, left:left + cw]
         return x
 
-    def __getitem__(self, i: int) -> dict:
-        s = self.samples[i]
-        parts = []
+    def _read_image(self, i: int) -> torch.Tensor:
+        """The chosen modalities of item ``i``, normalised and concatenated: (C, H, W)."""
+        s, paths = self.samples[i], self.paths[i]
+        parts, size = [], tuple(s["size"]) if s.get("size") else None
         for mod in self.modalities:
-            arr = _read_tiff(self.root / s["files"][mod])
+            arr = read_tiff(paths[mod])
+            if size is not None and arr.shape[:2] != size:
+                raise DatasetError(f"{paths[mod]}: image is {arr.shape[0]}x{arr.shape[1]} (HxW), the sample's "
+                                   f"other images (manifest size) {size[0]}x{size[1]}")
+            size = arr.shape[:2]
+            if arr.shape[2] != self.channels(mod):
+                raise DatasetError(f"{paths[mod]}: image has {arr.shape[2]} channels, the manifest declares "
+                                   f"{self.channels(mod)} for {mod}")
             t = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
             if self.normalise:
                 info = self.info[mod]
@@ -137,22 +142,28 @@ class PolarDataset(torch.utils.data.Dataset):
                 if float(info.get("scale", 1.0)) != 1.0:
                     t = t / float(info["scale"])
             parts.append(t)
-        shapes = {tuple(p.shape[-2:]) for p in parts}
-        if len(shapes) != 1:
-            raise DatasetError(f"{self.root / 'samples' / s['id']}: modalities differ in size {sorted(shapes)}")
-        h, w = shapes.pop()
-        image = torch.cat(parts, 0)
+        return torch.cat(parts, 0)
+
+    def _read_mask(self, i: int, key: str, hw) -> np.ndarray | None:
+        path = self.paths[i][key]
+        if path is None:
+            return None
+        mk = read_png(path)
+        if mk.shape[:2] != hw:
+            raise DatasetError(f"{path}: {key} is {mk.shape[:2]}, the sample's images are {hw}")
+        return mk
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.samples[i]
+        image = self._read_image(i)
+        h, w = image.shape[-2:]
         mask = torch.zeros(1, h, w)
         inst = torch.zeros(h, w, dtype=torch.long)
-        if s.get("mask"):
-            mk = _read_png(self.root / s["mask"])
-            if mk.shape[:2] != (h, w):
-                raise DatasetError(f"{self.root / s['mask']}: mask is {mk.shape[:2]}, image is {(h, w)}")
+        mk = self._read_mask(i, "mask", (h, w))
+        if mk is not None:
             mask = torch.from_numpy((mk > 0).astype(np.float32))[None]
-        if s.get("instance_mask"):
-            im = _read_png(self.root / s["instance_mask"])
-            if im.shape[:2] != (h, w):
-                raise DatasetError(f"{self.root / s['instance_mask']}: mask is {im.shape[:2]}, image is {(h, w)}")
+        im = self._read_mask(i, "instance_mask", (h, w))
+        if im is not None:
             inst = torch.from_numpy(im.astype(np.int64))
         image = self._geometry(image[None], "bilinear")[0]
         mask = self._geometry(mask[None], "nearest")[0]

@@ -51,7 +51,7 @@ import numpy as np
 
 from .metrics import (AUPRO, AUsPRO, BinaryROC, DefectWiseRecall, F1OptimalThreshold,
                       ThresholdedPRF, auroc_bootstrap_ci, binary_auroc, binary_average_precision,
-                      binary_pr_curve, binary_roc_curve)
+                      binary_pr_curve, binary_roc_curve, threshold_degeneracy)
 from .metrics._curve import DEFAULT_BINS, DEFAULT_MAX_EXACT
 from .metrics.bootstrap import DEFAULT_RESAMPLES
 
@@ -66,6 +66,13 @@ class InputError(Exception):
     def __init__(self, path, msg):
         super().__init__(f"{path}: {msg}")
         self.path = path
+
+    @classmethod
+    def verbatim(cls, path, message: str) -> "InputError":
+        """An InputError whose message is already complete (it names the file itself)."""
+        err = cls(path, "")
+        err.args = (message,)
+        return err
 
 
 # ------------------------------------------------------------------ reading
@@ -87,10 +94,35 @@ def _load_json(path: Path) -> dict:
         raise InputError(path, f"cannot parse JSON ({e})") from e
 
 
+def _check_image(path: Path, what: str = "file") -> None:
+    """Every image reader starts here: the file exists and its header declares at most
+    ``POLAR_MAX_IMAGE_PIXELS`` pixels (``polar_render.limits``; nothing decoded yet)."""
+    from polar_render.limits import InputTooLargeError, check_image_file
+    if not path.is_file():
+        raise InputError(path, f"{what} not found")
+    try:
+        check_image_file(path)
+    except InputTooLargeError as e:
+        raise InputError.verbatim(path, str(e)) from None
+    except Exception as e:  # noqa: BLE001 - a damaged header is bad input
+        raise InputError(path, f"cannot read the image header ({type(e).__name__}: {e})") from e
+
+
+def _nonfinite_pixels(a: np.ndarray) -> int:
+    from .dataset.images import nonfinite_pixels
+    return nonfinite_pixels(a)
+
+
+def _check_pixels(path: Path, n: int) -> None:
+    from polar_render.limits import max_image_pixels
+    if n > max_image_pixels():
+        raise InputError(path, f"image has {n:,} pixels, above the limit of {max_image_pixels():,} "
+                               f"(POLAR_MAX_IMAGE_PIXELS)")
+
+
 def read_png(path: Path) -> np.ndarray:
     import cv2
-    if not path.is_file():
-        raise InputError(path, "not found")
+    _check_image(path)
     a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if a is None:
         raise InputError(path, "cannot read image")
@@ -101,8 +133,7 @@ def read_png(path: Path) -> np.ndarray:
 
 def read_map(path: Path) -> np.ndarray:
     import tifffile
-    if not path.is_file():
-        raise InputError(path, "anomaly map not found")
+    _check_image(path, "anomaly map")
     try:
         a = tifffile.imread(str(path))
     except Exception as e:  # noqa: BLE001 - any decoder error is bad input
@@ -111,13 +142,15 @@ def read_map(path: Path) -> np.ndarray:
     if a.ndim != 2:
         raise InputError(path, f"anomaly map must be (H, W), got shape {a.shape}")
     a = a.astype(np.float32, copy=False)
-    if not np.isfinite(a).all():
-        raise InputError(path, "anomaly map contains NaN or infinite values")
+    bad = _nonfinite_pixels(a)
+    if bad:
+        raise InputError(path, f"anomaly map contains NaN or infinite values ({bad} of {a.size} pixels)")
     return a
 
 
 def map_pixels(path: Path) -> int:
     import tifffile
+    _check_image(path, "anomaly map")
     try:
         with tifffile.TiffFile(str(path)) as tf:
             return int(np.prod(tf.pages[0].shape))
@@ -126,14 +159,29 @@ def map_pixels(path: Path) -> int:
 
 
 def read_modality(path: Path):
-    """Any image-like modality file -> (H, W) or (H, W, C) float array, or None."""
+    """Any image-like modality file -> (H, W) or (H, W, C) float array (for the report
+    figures), or None for a format that cannot be displayed. Oversized headers and non-finite
+    values are refused (InputError), not skipped."""
+    if path.suffix.lower() not in (".npy", ".npz"):
+        _check_image(path, "modality image")
+    a = _decode_modality(path)
+    if a is not None:
+        bad = _nonfinite_pixels(a)
+        if bad:
+            raise InputError(path, f"{bad} of {int(np.prod(a.shape[:2]))} pixels hold NaN or infinite values")
+    return a
+
+
+def _decode_modality(path: Path):
     try:
         suf = path.suffix.lower()
         if suf in (".tif", ".tiff"):
             import tifffile
             a = tifffile.imread(str(path))
         elif suf == ".npy":
-            a = np.load(path)
+            a = np.load(path, mmap_mode="r")   # header only until the size is checked
+            if a.ndim >= 2:
+                _check_pixels(path, a.shape[0] * a.shape[1])
         elif suf == ".npz":
             z = np.load(path)
             a = z[z.files[0]]
@@ -148,15 +196,23 @@ def read_modality(path: Path):
         if a.ndim == 3 and a.shape[0] <= 4 < a.shape[-1]:
             a = np.moveaxis(a, 0, -1)
         return a
+    except InputError:
+        raise
     except Exception:  # noqa: BLE001 - a modality we cannot display is left out of the figure
         return None
 
 
 class Sample:
-    def __init__(self, root: Path, manifest_path: Path, entry: dict, classes: dict, defects_config: dict):
+    def __init__(self, root: Path, manifest_path: Path, entry: dict, classes: dict, defects_config: dict,
+                 index: int = 0, integrity: dict | None = None):
         self.root = root
         self.manifest_path = manifest_path
+        self.index = index
+        self.integrity = integrity or {}
         self.e = entry
+        self.paths = {rel: _contained(root, rel, manifest_path, f"samples[{index}].{key}")
+                      for key, rel in _sample_file_keys(entry)}
+        self.keys = {rel: f"samples[{index}].{key}" for key, rel in _sample_file_keys(entry)}
         self.id = str(entry["id"])
         self.split = entry.get("split")
         self.label = int(entry.get("label", 0))
@@ -165,7 +221,28 @@ class Sample:
         self.ignore_image = bool(entry.get("ignore_image", False))
 
     def _path(self, rel):
-        return self.root / rel
+        """The resolved file of a manifest path (checked inside the dataset by load_manifest)."""
+        return self.paths[rel]
+
+    def check_files(self, keys=("mask", "instance_mask", "ignore", "object_mask", "regions")) -> None:
+        """Existence, header bounds, size (manifest ``size``) and sha256 (when recorded) of the
+        files this sample's metrics read (``polar_detect.dataset.integrity``); InputError."""
+        rels = [self.e.get(k) for k in keys if k != "regions" and self.e.get(k)]
+        if "regions" in keys:
+            rels += [r["mask"] for r in self._region_entries()]
+        for rel in rels:
+            self._check(rel)
+
+    def _check(self, rel) -> None:
+        from .dataset.encodings import DatasetError
+        from .dataset.integrity import check_file
+        size = tuple(self.e["size"]) if _is_size(self.e.get("size")) else None
+        sums = self.e.get("sha256") if isinstance(self.e.get("sha256"), dict) else {}
+        try:
+            check_file(self._path(rel), mpath=self.manifest_path, key=self.keys[rel], sha256=sums.get(rel),
+                       size=size, finite_known=bool(self.integrity.get("finite")))
+        except DatasetError as e:
+            raise InputError.verbatim(self._path(rel), str(e)) from None
 
     def _binary(self, key, shape):
         rel = self.e.get(key)
@@ -259,16 +336,47 @@ class Sample:
     def modality_images(self):
         out = []
         for name, rel in (self.e.get("files") or {}).items():
+            self._check(rel)
             a = read_modality(self._path(rel))
             if a is not None:
                 out.append((name, a))
         return out
 
 
+def _contained(root: Path, rel, source: Path, key: str) -> Path:
+    """A path named in a data file, resolved inside ``root`` (``polar_render.paths``)."""
+    from polar_render.paths import UnsafePathError, contained
+    if not isinstance(rel, str):
+        raise InputError(source, f"{key}: expected a relative path, got {rel!r}")
+    try:
+        return contained(root, rel, source=source, key=key)
+    except UnsafePathError as e:
+        raise InputError.verbatim(source, str(e)) from None
+
+
+def _dict_list(x) -> bool:
+    return x is None or (isinstance(x, list) and all(isinstance(v, dict) for v in x))
+
+
+def _is_size(x) -> bool:
+    return isinstance(x, list) and len(x) == 2 and all(isinstance(v, int) and v > 0 for v in x)
+
+
+def _sample_file_keys(e: dict) -> list[tuple[str, str]]:
+    """(key, relative path) of every file a manifest sample names, ``regions[k].mask`` included."""
+    from .dataset.manifest import sample_file_keys
+    keys = sample_file_keys(e)
+    keys += [(f"regions[{k}].mask", r.get("mask")) for k, r in enumerate(e.get("regions") or [])
+             if isinstance(r, dict)]
+    return keys
+
+
 def load_manifest(data: Path):
+    """(manifest, path, {id: Sample}); every file path of every sample is resolved inside the
+    dataset directory first (absolute paths, ``..``, symlinks out and loops refused)."""
     mpath = data / "manifest.json"
     man = _load_json(mpath)
-    if not isinstance(man.get("samples"), list):
+    if not isinstance(man, dict) or not isinstance(man.get("samples"), list):
         raise InputError(mpath, "no 'samples' list")
     dc = man.get("defects_config") or []
     if isinstance(dc, dict):  # import-loco writes {pixel_value: {defect_name, ...}}
@@ -276,20 +384,42 @@ def load_manifest(data: Path):
     dconf = {d.get("defect_name"): d for d in dc if isinstance(d, dict)}
     classes = man.get("classes") or {}
     samples = {}
-    for e in man["samples"]:
-        if "id" not in e:
-            raise InputError(mpath, "a sample has no 'id'")
-        samples[str(e["id"])] = Sample(data, mpath, e, classes, dconf)
+    for i, e in enumerate(man["samples"]):
+        if not isinstance(e, dict) or "id" not in e:
+            raise InputError(mpath, f"samples[{i}]: a sample has no 'id'")
+        if str(e["id"]) in samples:
+            raise InputError(mpath, f"samples[{i}].id: {e['id']!r} appears twice")
+        if not isinstance(e.get("files") or {}, dict) or not _dict_list(e.get("instances")) \
+                or not _dict_list(e.get("regions")):
+            raise InputError(mpath, f"samples[{i}]: 'files' must be an object, 'instances'/'regions' "
+                                    f"lists of objects")
+        samples[str(e["id"])] = Sample(data, mpath, e, classes, dconf, i, man.get("integrity"))
     return man, mpath, samples
 
 
 def load_predictions(pred: Path):
+    """(predictions dict, path) of ``<pred>/predictions.json`` (contract section 4): scores are
+    numbers, maps relative paths (or null) that resolve inside ``pred`` (:func:`map_path`)."""
     ppath = pred / "predictions.json"
     p = _load_json(ppath)
+    if not isinstance(p, dict):
+        raise InputError(ppath, "expected a JSON object")
     for k in ("scores", "maps"):
         if not isinstance(p.get(k), dict):
             raise InputError(ppath, f"missing '{k}' object")
+    for sid, sc in p["scores"].items():
+        if isinstance(sc, bool) or not isinstance(sc, (int, float)):
+            raise InputError(ppath, f"scores.{sid}: expected a number, got {sc!r}")
+    for sid, rel in p["maps"].items():
+        if rel is not None:
+            map_path(pred, ppath, sid, rel)
     return p, ppath
+
+
+def map_path(pred: Path, ppath: Path, sid: str, rel) -> Path:
+    """The anomaly map ``maps.<sid>`` of a predictions.json, resolved inside its directory
+    (absolute paths, ``..``, symlinks out of it refused; loops reported)."""
+    return _contained(Path(pred), rel, ppath, f"maps.{sid}")
 
 
 # ------------------------------------------------------------------ helpers
@@ -372,6 +502,7 @@ def evaluate(pred_dir, data_dir, out_dir, val_pred_dir=None, *, bins=DEFAULT_BIN
     val_px = [e for e in val if e[2] is not None]
     if len(test_px) < len(test):
         warn(f"{len(test) - len(test_px)} evaluated samples have no anomaly map (pixel metrics skip them)")
+    _check_inputs(test_px + val_px)
     kw, total_px = _sweep_settings(test_px, val_px, bins, max_exact_pixels)
     thr_info = _choose_threshold(val_px, kw, threshold, preds, warn)
     px = _PixelPass(kw, fpr_limit, spro_fpr_limit, min_coverage, man.get("classes"),
@@ -385,13 +516,15 @@ def evaluate(pred_dir, data_dir, out_dir, val_pred_dir=None, *, bins=DEFAULT_BIN
              "evaluated split (optimistic)")
         thr_info = px.threshold_on_test()
     px.curves(curves)
+    results = px.results()
+    _flag_degenerate(thr_info, results, px, warn)
     metrics = {
         "format": FORMAT, "model": preds.get("model"), "dataset": str(mpath),
         "dataset_name": man.get("name"), "manifest_sha256": manifest_sha,
         "predictions_manifest_sha256": preds.get("manifest_sha256"),
         "manifest_sha256_match": (preds.get("manifest_sha256") == manifest_sha) if preds.get("manifest_sha256") else None,
         "predictions": str(ppath), "split": split, "n_missing_predictions": n_missing,
-        "image": image, **px.results(), "threshold": thr_info,
+        "image": image, **results, "threshold": thr_info,
         "ignore": {"n_ignore_images": image["n_ignored"], "n_images_with_ignore_pixels": px.n_ignore_maps,
                    "n_ignore_pixels": px.n_ignore_px, "rules": man.get("ignore_rules"),
                    "note": "ignore pixels are left out of every pixel metric; ignore-only images "
@@ -401,7 +534,9 @@ def evaluate(pred_dir, data_dir, out_dir, val_pred_dir=None, *, bins=DEFAULT_BIN
             "max_exact_pixels": max_exact_pixels, "n_pixels": total_px,
             "note": ("exact sweeps over every distinct score" if kw["mode"] != "hist" else
                      "fixed-bin histograms; pixel AUROC within +-pixel.auroc_error_bound, exact AP in "
-                     "[pixel.ap_lower, pixel.ap_upper], AUPRO/sPRO within +-error_bound, threshold is a bin edge"),
+                     "[pixel.ap_lower, pixel.ap_upper], AUPRO/sPRO within +-error_bound; the F1-max "
+                     "threshold and every thresholded metric are exact (candidate bins rescanned: "
+                     "identical to exact mode)"),
         },
         "warnings": warnings,
     }
@@ -434,7 +569,7 @@ def _select_entries(preds, ppath, pred_dir, samples, mpath, val_pred_dir, warn):
             if sid not in samples:
                 raise InputError(path, f"sample id {sid!r} is not in {mpath}")
             rel = p["maps"].get(sid)
-            out.append((samples[sid], float(sc), None if rel is None else root / rel))
+            out.append((samples[sid], float(sc), None if rel is None else map_path(root, path, sid, rel)))
         return out
 
     split = preds.get("split") or "test"
@@ -504,6 +639,28 @@ def _image_metrics(test, ppath, n_bootstrap, seed):
     return image, curves
 
 
+def _check_inputs(entries) -> None:
+    """Before any metric: each map (bounds from the header; size = the sample's manifest
+    ``size``, so a wrong-size map is named, not its mask; then decoded once: 2-D, finite)
+    and each sample's ground-truth files (paths, bounds, size, sha256: ``Sample.check_files``).
+    Maps are single-channel float32, so the extra decode costs about as much as one more
+    metric pass over them."""
+    from polar_render.limits import image_dims
+    for s, _, mp in entries:
+        _check_image(mp, "anomaly map")
+        size = s.e.get("size")
+        if _is_size(size):
+            try:
+                dims = image_dims(mp)
+            except Exception as e:  # noqa: BLE001
+                raise InputError(mp, f"cannot read TIFF ({e})") from e
+            if dims is not None and (dims[1], dims[0]) != tuple(size):
+                raise InputError(mp, f"anomaly map is {dims[1]}x{dims[0]} (HxW) but sample {s.id!r} is "
+                                     f"{size[0]}x{size[1]} ({s.manifest_path}: samples[{s.index}].size)")
+        read_map(mp)
+        s.check_files()
+
+
 def _sweep_settings(test_px, val_px, bins, max_exact_pixels):
     """Exact sweeps or fixed-bin histograms over the global score range -> (kwargs, n pixels)."""
     total_px = sum(map_pixels(e[2]) for e in test_px)
@@ -519,22 +676,45 @@ def _sweep_settings(test_px, val_px, bins, max_exact_pixels):
     return dict(mode="hist" if use_hist else "exact", bins=bins, value_range=value_range), total_px
 
 
+def _flag_degenerate(thr_info: dict, results: dict, px, warn) -> None:
+    """Mark a threshold that flags most normal pixels or images (``metrics.threshold_degeneracy``)
+    in ``threshold`` and in every section that depends on it; warn once."""
+    tm = results.get("thresholded")
+    if not thr_info or tm is None:
+        return
+    d = threshold_degeneracy(tm["fp"], tm["fp"] + tm["tn"], px.n_normal_images_flagged, px.n_normal_images)
+    thr_info["degenerate"], thr_info["degeneracy"] = d["degenerate"], d
+    for key in ("thresholded", "defect_wise_recall"):
+        if results.get(key) is not None:
+            results[key]["threshold_degenerate"] = d["degenerate"]
+    if d["degenerate"]:
+        warn(f"degenerate threshold {thr_info['value']:.6g} ({thr_info.get('source')}): {d['reason']}")
+
+
+def _f1_pass(f1m, entries, what, feed) -> None:
+    """One streaming pass of (map, mask, ignore) over ``entries`` into ``feed``."""
+    for s, _, mp in _progress(entries, len(entries), what):
+        a = read_map(mp)
+        m = s.mask(a.shape)
+        if m is not None:
+            feed(a, m, s.ignore(a.shape))
+
+
 def _choose_threshold(val_px, kw, threshold, preds, warn) -> dict:
     """Command line > F1-max on val (ignore pixels left out) > predictions.json; {} = choose on test."""
     if threshold is not None:
         return {"value": float(threshold), "source": "command line"}
     if val_px:
         f1m = F1OptimalThreshold(**kw)
-        for s, _, mp in _progress(val_px, len(val_px), "validation"):
-            a = read_map(mp)
-            m = s.mask(a.shape)
-            if m is not None:
-                f1m.update(a, m, s.ignore(a.shape))
+        _f1_pass(f1m, val_px, "validation", f1m.update)
+        if f1m.needs_refinement:       # histogram mode: rescan the candidate bins exactly
+            f1m.start_refinement()
+            _f1_pass(f1m, val_px, "validation (exact threshold)", f1m.refine)
         r = f1m.compute()
         if r["threshold"] is not None:
             return {"value": r["threshold"], "source": "val (F1-max)", "n_val_images": len(val_px),
                     "val_f1": r["f1"], "val_precision": r["precision"], "val_recall": r["recall"],
-                    "mode": r.get("mode")}
+                    "mode": r.get("mode"), "exact": r.get("exact")}
         warn("validation predictions have no anomalous pixel; threshold falls back")
     if preds.get("threshold") is not None:
         return {"value": float(preds["threshold"]), "source": "predictions.json"}
@@ -554,6 +734,7 @@ class _PixelPass:
         self.f1_test = F1OptimalThreshold(**kw) if thr is None else None
         self.kept, self.examples = [], {}
         self.n_no_mask = self.n_part = self.n_ignore_maps = self.n_ignore_px = 0
+        self.n_normal_images = self.n_normal_images_flagged = 0
         self.prf = self.dwr = None
         if thr is not None:
             self._set_threshold(thr)
@@ -589,12 +770,19 @@ class _PixelPass:
     def _thresholded(self, s, a, m, g):
         pos = a >= self.thr
         self.prf.update(a, m, g)
+        if not s.label and not s.ignore_image:   # normal images with any predicted-positive pixel
+            self.n_normal_images += 1
+            self.n_normal_images_flagged += bool((pos if g is None else pos & ~g).any())
         im, inst = s.instances(a.shape, m)
         if im is not None and inst:
             self.dwr.update(pos, im, inst, sample_id=s.id)
         _collect_example(self.examples, s, a, m, pos)
 
     def threshold_on_test(self) -> dict:
+        if self.f1_test.needs_refinement:   # histogram mode: rescan the candidate bins exactly
+            self.f1_test.start_refinement()
+            _f1_pass(self.f1_test, [(s, None, mp) for s, mp in self.kept], "test (exact threshold)",
+                     self.f1_test.refine)
         r = self.f1_test.compute()
         if r["threshold"] is not None:
             self._set_threshold(r["threshold"])
@@ -661,6 +849,48 @@ def _finish_examples(examples):
 
 
 # ------------------------------------------------------------------ CLI
+def option_error(a) -> str | None:
+    """The first out-of-range option (a one-line message naming it), checked before any work."""
+    checks = [
+        ("--fpr-limit", a.fpr_limit, 0 < a.fpr_limit <= 1, "in (0, 1]"),
+        ("--spro-fpr-limit", a.spro_fpr_limit, 0 < a.spro_fpr_limit <= 1, "in (0, 1]"),
+        ("--min-coverage", a.min_coverage, 0 <= a.min_coverage <= 1, "in [0, 1]"),
+        ("--bins", a.bins, a.bins >= 2, ">= 2"),
+        ("--max-exact-pixels", a.max_exact_pixels, a.max_exact_pixels >= 0, ">= 0"),
+        ("--bootstrap", a.bootstrap, a.bootstrap >= 0, ">= 0"),
+        ("--threshold", a.threshold, a.threshold is None or math.isfinite(a.threshold), "a finite number"),
+    ]
+    for flag, value, ok, what in checks:
+        if not ok:
+            return f"{flag} {value}: must be {what}"
+    return None
+
+
+def summary(m: dict, data, where) -> str:
+    """The console summary; metrics that depend on a degenerate threshold are shown in
+    brackets as trivial, with the reason on a second line, never as plain results."""
+    def f(x):
+        return "n/a" if x is None else f"{x:.4f}"
+    th = m.get("threshold") or {}
+    bad = bool(th.get("degenerate"))
+
+    def dep(x):
+        return f"({f(x)}: trivial, degenerate threshold)" if bad else f(x)
+    dw = m["defect_wise_recall"] or {}
+    line = (f"{m['model'] or 'model'} on {m['dataset_name'] or data}/{m['split']}: "
+            f"image AUROC {f(m['image']['auroc'])}"
+            + (f" [{f(m['image'].get('auroc_ci_low'))}, {f(m['image'].get('auroc_ci_high'))}]"
+               if "auroc_ci_low" in m["image"] else "")
+            + f", pixel AUROC {f(m['pixel']['auroc'])} (part {f(m['pixel_part'].get('auroc'))}), "
+            f"AUPRO@{m['aupro']['fpr_limit']} {f(m['aupro'].get('value'))}, "
+            f"F1 {dep((m['thresholded'] or {}).get('f1'))}, mR_DW {dep(dw.get('mR_DW'))} "
+            f"-> report: {os.fspath(where)}")
+    if bad:
+        line += (f"\nDEGENERATE THRESHOLD {th['value']:.6g} ({th.get('source')}): "
+                 f"{th['degeneracy']['reason']}")
+    return line
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m polar_detect.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--pred", required=True, type=Path, help="predictions dir (predictions.json + maps/)")
@@ -681,8 +911,10 @@ def main(argv=None) -> int:
     ap.add_argument("--strict", action="store_true", help="exit 2 when manifest_sha256 does not match")
     ap.add_argument("--no-report", action="store_true", help="write metrics.json only")
     a = ap.parse_args(argv)
-    if a.bootstrap < 0:
-        ap.error("--bootstrap must be >= 0")
+    bad = option_error(a)
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
     try:
         m = evaluate(a.pred, a.data, a.out, a.val_pred, bins=a.bins, max_exact_pixels=a.max_exact_pixels,
                      fpr_limit=a.fpr_limit, spro_fpr_limit=a.spro_fpr_limit, min_coverage=a.min_coverage,
@@ -692,17 +924,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    def f(x):
-        return "n/a" if x is None else f"{x:.4f}"
-    dw = m["defect_wise_recall"] or {}
     where = a.out / ("report.html" if not a.no_report else "metrics.json")
-    print(f"{m['model'] or 'model'} on {m['dataset_name'] or a.data}/{m['split']}: "
-          f"image AUROC {f(m['image']['auroc'])}"
-          + (f" [{f(m['image'].get('auroc_ci_low'))}, {f(m['image'].get('auroc_ci_high'))}]"
-             if "auroc_ci_low" in m["image"] else "")
-          + f", pixel AUROC {f(m['pixel']['auroc'])} (part {f(m['pixel_part'].get('auroc'))}), "
-          f"AUPRO@{m['aupro']['fpr_limit']} {f(m['aupro'].get('value'))}, "
-          f"F1 {f((m['thresholded'] or {}).get('f1'))}, mR_DW {f(dw.get('mR_DW'))} -> report: {os.fspath(where)}")
+    print(summary(m, a.data, where))
     return 0
 
 

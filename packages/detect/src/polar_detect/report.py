@@ -25,6 +25,10 @@ def _plt():
     return plt
 
 
+class Raw(str):
+    """A table cell that is already HTML (built here from escaped parts); anything else is text."""
+
+
 def _fmt(x, nd=4):
     if x is None:
         return "n/a"
@@ -39,7 +43,7 @@ def _fmt(x, nd=4):
 
 def _table(rows, header=("metric", "value")):
     h = "".join(f"<th>{html.escape(c)}</th>" for c in header)
-    body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, str) and c.startswith('<') else _fmt(c)}</td>"
+    body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, Raw) else _fmt(c)}</td>"
                                     for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -120,6 +124,33 @@ def _ci(section: dict):
     return f"[{_fmt(section['auroc_ci_low'])}, {_fmt(section.get('auroc_ci_high'))}]"
 
 
+def _threshold_status(th: dict) -> str:
+    """One line: how much of the normal data the threshold flags, and whether that is degenerate."""
+    d = th.get("degeneracy")
+    if not d:
+        return "n/a"
+    px = "n/a" if d["normal_pixel_fraction"] is None else f"{100 * d['normal_pixel_fraction']:.2f} %"
+    head = "DEGENERATE" if d["degenerate"] else "ok"
+    return (f"{head}: flags {px} of normal pixels, {d['normal_images_flagged']} of {d['normal_images']} "
+            f"normal images (degenerate above {100 * d['limit']:g} %)")
+
+
+def _dependent(th: dict):
+    """(cell formatter for values that depend on the threshold, banner HTML). With a degenerate
+    threshold the values are struck and greyed with the reason; never shown as results."""
+    if not th.get("degenerate"):
+        return (lambda v: v), ""
+    reason = html.escape((th.get("degeneracy") or {}).get("reason") or "degenerate threshold")
+
+    def dep(v):
+        if v is None or v == "":
+            return v
+        return Raw(f'<span class="trivial" title="{reason}"><s>{_fmt(v)}</s> (trivial)</span>')
+    banner = Raw(f"<p class='degenerate'><b>Degenerate threshold</b> {_fmt(th.get('value'))} "
+                 f"({_fmt(th.get('source'))}): {reason}. Struck, greyed values depend on it.</p>")
+    return dep, banner
+
+
 def build_report(metrics: dict, curves: dict, examples: list, out_dir) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,8 +180,11 @@ def build_report(metrics: dict, curves: dict, examples: list, out_dir) -> Path:
         s = [(f"{n} ({dw['per_class'][n]['kind']})", x, y) for n, y in cc["per_class"].items()]
         if cc.get("mean_defect"):
             s.append(("mean over defect classes", x, cc["mean_defect"]))
+        degenerate = bool((metrics.get("threshold") or {}).get("degenerate"))
         figs["coverage"] = _curve_fig(plt, out_dir / "coverage_curve.png", s, "required coverage of an instance (%)",
-                                      "defect-wise recall", "recall vs coverage", marker="o")
+                                      "defect-wise recall", "recall vs coverage" + (
+                                          "\n(degenerate threshold: trivial, not a result)" if degenerate else ""),
+                                      marker="o")
     thr = (metrics.get("threshold") or {}).get("value")
     ex_files = []
     for i, ex in enumerate(examples):
@@ -163,6 +197,7 @@ def build_report(metrics: dict, curves: dict, examples: list, out_dir) -> Path:
     im, px, pro, sp = metrics["image"], metrics["pixel"], metrics["aupro"], metrics["spro"]
     part, ign = metrics.get("pixel_part") or {}, metrics.get("ignore") or {}
     th, tm = metrics.get("threshold") or {}, metrics.get("thresholded") or {}
+    dep, banner = _dependent(th)
     parts = [f"<h1>Evaluation: {_fmt(metrics.get('model'))} on {_fmt(metrics.get('dataset_name'))} "
              f"({_fmt(metrics.get('split'))})</h1>"]
     if metrics.get("warnings"):
@@ -172,10 +207,11 @@ def build_report(metrics: dict, curves: dict, examples: list, out_dir) -> Path:
         ("image AUROC", im.get("auroc")), ("image AUROC 95 % interval", _ci(im)), ("image AP", im.get("ap")),
         ("pixel AUROC", px.get("auroc")), ("pixel AUROC inside the part", part.get("auroc")),
         ("pixel AP", px.get("ap")),
-        (f"AUPRO (FPR &le; {pro.get('fpr_limit')})", pro.get("value")),
-        (f"AU-sPRO (FPR &le; {sp.get('fpr_limit', 0.05)})", sp.get("value")),
-        ("pixel F1 at threshold", tm.get("f1")), ("mR_DW (defects)", dw.get("mR_DW")),
-        ("mR_DW (impurities)", dw.get("mR_DW_impurity"))]) + "</section>")
+        (f"AUPRO (FPR ≤ {pro.get('fpr_limit')})", pro.get("value")),
+        (f"AU-sPRO (FPR ≤ {sp.get('fpr_limit', 0.05)})", sp.get("value")),
+        ("threshold", _threshold_status(th)),
+        ("pixel F1 at threshold", dep(tm.get("f1"))), ("mR_DW (defects)", dep(dw.get("mR_DW"))),
+        ("mR_DW (impurities)", dep(dw.get("mR_DW_impurity")))]) + banner + "</section>")
     parts.append('<section id="image-metrics"><h2>Image level</h2>' + _table([
         ("images", im.get("n")), ("anomalous", im.get("n_anomalous")), ("normal", im.get("n_normal")),
         ("ignore-only images (left out)", im.get("n_ignored")),
@@ -191,39 +227,40 @@ def build_report(metrics: dict, curves: dict, examples: list, out_dir) -> Path:
         ("AUROC inside the part (object mask)", part.get("auroc")), ("AP inside the part", part.get("ap")),
         ("images with a part mask", part.get("n_images")),
         ("ignore pixels (left out of every pixel metric)", ign.get("n_ignore_pixels")),
-        (f"AUPRO (FPR &le; {pro.get('fpr_limit')}, normalised)", pro.get("value")),
+        (f"AUPRO (FPR ≤ {pro.get('fpr_limit')}, normalised)", pro.get("value")),
         ("AUPRO error bound", pro.get("error_bound")), ("regions (connected components)", pro.get("n_regions")),
         ("AU-sPRO", sp.get("value")), ("AU-sPRO regions", sp.get("n_regions")),
         ("AU-sPRO note", sp.get("note"))]) + "</section>")
     parts.append('<section id="thresholded"><h2>Thresholded pixel metrics</h2>' + _table([
         ("threshold", th.get("value")), ("chosen on", th.get("source")),
-        ("validation F1", th.get("val_f1")), ("precision", tm.get("precision")),
-        ("recall", tm.get("recall")), ("F1", tm.get("f1")), ("TP", tm.get("tp")), ("FP", tm.get("fp")),
-        ("FN", tm.get("fn")), ("TN", tm.get("tn"))]) + "</section>")
-    rows = [(n, c["kind"], c["n_instances"], c["detected"], c["recall"], c["pixel_coverage"],
-             c["mean_instance_coverage"]) for n, c in (dw.get("per_class") or {}).items()]
-    rows += [("mR_DW (defect classes)", "", "", "", dw.get("mR_DW"), "", ""),
-             ("mR_DW (impurity classes)", "", "", "", dw.get("mR_DW_impurity"), "", "")]
+        ("validation F1", th.get("val_f1")), ("status", _threshold_status(th)),
+        ("precision", dep(tm.get("precision"))),
+        ("recall", dep(tm.get("recall"))), ("F1", dep(tm.get("f1"))), ("TP", tm.get("tp")), ("FP", tm.get("fp")),
+        ("FN", tm.get("fn")), ("TN", tm.get("tn"))]) + banner + "</section>")
+    rows = [(n, c["kind"], c["n_instances"], c["detected"], dep(c["recall"]), dep(c["pixel_coverage"]),
+             dep(c["mean_instance_coverage"])) for n, c in (dw.get("per_class") or {}).items()]
+    rows += [("mR_DW (defect classes)", "", "", "", dep(dw.get("mR_DW")), "", ""),
+             ("mR_DW (impurity classes)", "", "", "", dep(dw.get("mR_DW_impurity")), "", "")]
     parts.append('<section id="defect-wise-recall"><h2>Defect-wise recall</h2>'
                  f"<p>An instance is detected when predicted-positive pixels cover at least "
                  f"{_fmt(100 * (dw.get('min_coverage') or 0.0), 1)} % of it (0 % = at least one pixel); "
                  "a prediction blob counts for every instance it overlaps.</p>" + _table(
                      rows, ("class", "kind", "instances", "detected", "R_DW", "pixel coverage",
-                            "mean instance coverage")) + "</section>")
+                            "mean instance coverage")) + banner + "</section>")
     cov_rows = []
     if cc:
         for n, y in (cc.get("per_class") or {}).items():
-            cov_rows.append((n,) + tuple(y))
+            cov_rows.append((n,) + tuple(dep(v) for v in y))
     parts.append('<section id="coverage-curve"><h2>Recall versus coverage</h2>' + img(figs.get("coverage"), "coverage curve")
                  + (_table(cov_rows, ("class",) + tuple(f"{100 * c:g}%" for c in cc["coverage_thresholds"])) if cc else "")
-                 + "</section>")
+                 + banner + "</section>")
     parts.append('<section id="curves"><h2>ROC, precision-recall and PRO curves</h2>'
                  + img(figs.get("roc"), "ROC") + img(figs.get("pr"), "PR") + img(figs.get("pro"), "PRO") + "</section>")
     parts.append('<section id="examples"><h2>Examples per class</h2><p>Overlay: true positives '
                  '<span style="color:#0a0">green</span>, false positives <span style="color:#d00">red</span>, '
                  'false negatives <span style="color:#05f">blue</span>.</p>'
-                 + ("".join(f"<h3>{html.escape(ex['class'])} &mdash; {html.escape(ex['id'])}</h3>" + img(f, ex["class"])
-                            for ex, f in ex_files) or "<p>no example</p>") + "</section>")
+                 + ("".join(f"<h3>{html.escape(ex['class'])} — {html.escape(ex['id'])}</h3>" + img(f, ex["class"])
+                            for ex, f in ex_files) or "<p>no example</p>") + banner + "</section>")
     ap_ = metrics.get("approximation") or {}
     parts.append('<section id="provenance"><h2>Provenance and approximations</h2>' + _table([
         ("dataset manifest", metrics.get("dataset")), ("manifest sha256", metrics.get("manifest_sha256")),
@@ -233,7 +270,8 @@ def build_report(metrics: dict, curves: dict, examples: list, out_dir) -> Path:
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
              "td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:4px}"
-             ".warn{background:#fff3cd;padding:.5em;border:1px solid #e0c060}")
+             ".warn{background:#fff3cd;padding:.5em;border:1px solid #e0c060}"
+             ".trivial{color:#999}.degenerate{background:#f3f3f3;color:#555;padding:.4em;border-left:4px solid #c00}")
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>polar_detect evaluation</title>"
            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
     path = out_dir / "report.html"

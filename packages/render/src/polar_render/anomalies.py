@@ -57,72 +57,6 @@ CLASSES = {"water_stain": "impurity", "dent": "defect", "bump": "defect", "scrat
 MASK_ORDER = ("missing", "extra", "chip", "dent", "bump", "scratch", "swapped", "water_stain")
 SURFACE = {"dent", "bump", "scratch", "chip"}      # vertex displacements of a part's surface
 GEOMETRIC = SURFACE | {"missing", "extra"}
-CLASS_KEYS = {
-    "water_stain": {"weight", "parts", "radius_mm", "cell_mm", "frequency_per_mm", "amplitude_mm", "gamma",
-                    "alpha", "roughness_scale"},
-    "dent": {"weight", "parts", "radius_mm", "radius_rel", "depth_mm"},
-    "scratch": {"weight", "parts", "length_mm", "length_rel", "width_mm", "width_rel", "depth_mm",
-                "curvature_radius_mm"},
-    "chip": {"weight", "parts", "depth_mm"},
-    "bump": {"weight", "parts", "radius_mm", "radius_rel", "depth_mm"},
-    "missing": {"weight", "parts"},
-    "extra": {"weight", "parts", "offset_mm"},
-    "swapped": {"weight", "pairs"},
-}
-
-
-def validate(spec: dict, part_names: set[str], where: str) -> dict:
-    """Check an ``anomalies`` section; raise ValueError naming the key."""
-    from .config import SceneConfigError
-
-    if not spec:
-        return {}
-    unknown = set(spec) - {"probability", "count", "classes", "mask_supersampling", "min_visible_px",
-                           "max_view_angle_deg"}
-    if unknown:
-        raise SceneConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
-    check_range(spec.get("probability", 0.5), f"{where}.probability", 0.0, 1.0)
-    check_range(spec.get("min_visible_px", 40), f"{where}.min_visible_px", 1, 1e7)
-    check_range(spec.get("max_view_angle_deg", 75.0), f"{where}.max_view_angle_deg", 0.0, 89.0)
-    check_range(spec.get("count", 1), f"{where}.count", 1, len(CLASSES))
-    for name, c in (spec.get("classes") or {}).items():
-        w = f"{where}.classes.{name}"
-        if name not in CLASSES:
-            raise SceneConfigError(f"{w}: unknown class; known: {sorted(CLASSES)}")
-        extra = set(c) - CLASS_KEYS[name]
-        if extra:
-            raise SceneConfigError(f"{w}: unknown key(s) {sorted(extra)}; allowed: {sorted(CLASS_KEYS[name])}")
-        for p in c.get("parts", []) + [x for pair in c.get("pairs", []) for x in pair]:
-            if p not in part_names:
-                raise SceneConfigError(f"{w}: unknown part {p!r}; parts: {sorted(part_names)}")
-        if name == "extra" and "offset_mm" in c:
-            off = c["offset_mm"]
-            if not (isinstance(off, (list, tuple)) and len(off) == 3
-                    and all(isinstance(x, (int, float)) and np.isfinite(x) for x in off)):
-                raise SceneConfigError(f"{w}.offset_mm: expected [x, y, z] in mm, got {off!r}")
-        if name == "water_stain":
-            r = check_range(c["radius_mm"], f"{w}.radius_mm", 0.0)
-            g = check_range(c["cell_mm"], f"{w}.cell_mm", 0.0)
-            a = check_range(c.get("amplitude_mm", 0.0), f"{w}.amplitude_mm", 0.0)
-            if r[1] + a[1] >= g[0] / 2:
-                raise SceneConfigError(f"{w}: radius_mm + amplitude_mm must stay below cell_mm / 2 "
-                                       "(the 8-cell nearest-centre search is exact only then)")
-            for k in ("frequency_per_mm", "gamma", "roughness_scale"):
-                check_range(c.get(k, 1.0), f"{w}.{k}", 0.0)
-            check_range(c.get("alpha", -0.2), f"{w}.alpha", -1.0, 1.0)
-        sizes = {"dent": ("radius",), "bump": ("radius",), "scratch": ("length", "width")}.get(name, ())
-        for k in sizes:  # exactly one of <k>_mm (absolute) and <k>_rel (x the part's largest extent)
-            given = [x for x in (f"{k}_mm", f"{k}_rel") if x in c]
-            if len(given) != 1:
-                raise SceneConfigError(f"{w}: give exactly one of {k}_mm and {k}_rel (got {given or 'neither'})")
-            check_range(c[given[0]], f"{w}.{given[0]}", 0.0)
-        if name in ("dent", "bump", "scratch", "chip"):
-            check_range(c["depth_mm"], f"{w}.depth_mm", 0.0)
-        if name == "scratch":
-            check_range(c["curvature_radius_mm"], f"{w}.curvature_radius_mm", 0.0)
-    return spec
-
-
 def stain_parts(spec: dict) -> set[str]:
     return set(((spec or {}).get("classes") or {}).get("water_stain", {}).get("parts", []))
 
@@ -516,26 +450,30 @@ def refinement_zone(a: Anomaly):
     return zone
 
 
-def refined_mesh(v, f, n, anomalies: list[Anomaly]):
+def refined_mesh(v, f, n, anomalies: list[Anomaly], uv=None):
     """The clean mesh split finely enough around every surface anomaly (``refine.py``):
-    target edge = ``ring_mm`` of each. Returns (v, f, n); the input when nothing is split."""
+    target edge = ``ring_mm`` of each. Returns (v, f, n, uv), normals and texture coordinates
+    (or None) following the split; the input when nothing is split."""
     from .refine import RefinementError, refine_zone
 
     for a in anomalies:
         try:
-            v, f, n, _ = refine_zone(v, f, n, refinement_zone(a), float(a.params["ring_mm"]))
+            v, f, n, uv, _ = refine_zone(v, f, n, refinement_zone(a), float(a.params["ring_mm"]), uv=uv)
         except RefinementError:
             # past the face budget the defect moves the existing vertices only; its mask is
             # still exact (computed from the rendered geometry), and it is dropped if nothing shows
             continue
-    return v, f, n
+    return v, f, n, uv
 
 
-def geometry_edits(anomalies: list[Anomaly], slots, models_mm: dict, normals: dict) -> dict:
-    """slot key -> (vertices mm, normals or None, faces) for slots whose geometry differs
-    from clean, or None to hide a slot. Extra slots are hidden unless an ``extra`` anomaly
-    uses them. Surface anomalies first refine the mesh around their region (coarse CAD
-    meshes), so faces may differ from the clean mesh's."""
+def geometry_edits(anomalies: list[Anomaly], slots, models_mm: dict, normals: dict,
+                   texcoords: dict | None = None) -> dict:
+    """slot key -> (vertices mm, normals or None, faces, texture coordinates or None) for
+    slots whose geometry differs from clean, or None to hide a slot. Extra slots are hidden
+    unless an ``extra`` anomaly uses them. Surface anomalies first refine the mesh around
+    their region (coarse CAD meshes), so faces may differ from the clean mesh's; normals and
+    ``texcoords`` (slot key -> (V, 2) or None; default none) follow the refinement."""
+    texcoords = texcoords or {}
     edits: dict = {}
     active_extra = {(a.instance, a.params["part"]) for a in anomalies if a.cls == "extra"}
     for s in slots:
@@ -552,15 +490,16 @@ def geometry_edits(anomalies: list[Anomaly], slots, models_mm: dict, normals: di
             continue
         mine = [a for a in surface if a.instance == s.instance and (a.cls != "chip" or s.part == a.params["part"])]
         if mine:
-            edit = _displaced(mine, *models_mm[s.key], normals[s.key])
+            edit = _displaced(mine, *models_mm[s.key], normals[s.key], texcoords.get(s.key))
             if edit is not None:
                 edits[s.key] = edit
     return edits
 
 
-def _displaced(anomalies: list[Anomaly], v0, f, n0):
-    """(v, n, f) of one slot with its surface anomalies applied, or None if nothing moves."""
-    v0, f, n0 = refined_mesh(v0, f, n0, anomalies)
+def _displaced(anomalies: list[Anomaly], v0, f, n0, uv0=None):
+    """(v, n, f, uv) of one slot with its surface anomalies applied, or None if nothing moves
+    (texture coordinates are those of the refined, undisplaced surface point)."""
+    v0, f, n0, uv0 = refined_mesh(v0, f, n0, anomalies, uv0)
     d = sum(displacement(v0, a) for a in anomalies)   # each a function of the clean position
     moved = np.any(d != 0, axis=1)
     if not moved.any():
@@ -573,7 +512,7 @@ def _displaced(anomalies: list[Anomaly], v0, f, n0):
         touched[f[np.any(moved[f], axis=1)].ravel()] = True
         local = f[np.any(touched[f], axis=1)]  # every face of every touched vertex
         n[touched] = vertex_normals(v, local)[touched]
-    return v, n, f
+    return v, n, f, uv0
 
 
 def swap_materials(appearance: dict, anomalies: list[Anomaly]) -> dict:

@@ -27,7 +27,8 @@ import blenderproc as bproc  # noqa: I001  (blenderproc run requires this to be 
 #     frames_per_chunk=cameras, calc_mask_info_coco=False). No image is rendered: the
 #     writer needs colour frames, so it gets black placeholders, removed afterwards.
 #   * the chunk is written into a temporary directory and renamed into place
-#     (<root>/<split>/<scene_id:06d>), so an interrupted run leaves no partial scene.
+#     (<root>/<split>/<scene_id:06d>), so an interrupted run leaves no partial scene;
+#     nothing it writes stays world-writable, whatever the umask.
 import json
 import os
 import random
@@ -162,7 +163,20 @@ def make_scene(spec, scene, init):
         os.replace(os.path.join(tmp, "camera.json"), camera_json)
     os.replace(chunk, final)
     shutil.rmtree(tmp, ignore_errors=True)
+    _no_world_write([camera_json, final])
     return final
+
+
+def _no_world_write(paths):
+    """Clear the world-write bit (a umask of 000 would leave it) on ``paths`` and everything
+    below them: files of a run are never world-writable (polar_render.io.FILE_MODE)."""
+    for top in paths:
+        walk = [(top, [], [])] if os.path.isfile(top) else os.walk(top)
+        for d, _, files in walk:
+            for p in [d] + [os.path.join(d, f) for f in files]:
+                mode = os.stat(p).st_mode
+                if mode & 0o002:
+                    os.chmod(p, mode & 0o7775)
 
 
 def run(spec, init=None, progress=None):

@@ -21,25 +21,35 @@ Conventions:
 * Models are in millimetres.
 
 Every problem found while reading raises :class:`BopFormatError` whose
-message names the file and, where relevant, the offending key.  Non-square
+message names the file and, where relevant, the offending key. Reading checks
+more than the format: every file and directory read must resolve inside the
+root (symlinks followed, loops reported: :class:`BopPathError`); every model a
+split references must load (vertices, faces, >= 1 mm extent, at most
+POLAR_MAX_MESH_FACES faces) and agree with its ``models_info.json`` entry, which
+is required; every image must annotate an object, and at least one object of
+each image must lie (by its model's bounding box) inside the image and in front
+of the camera (objects entirely out of view in an otherwise visible frame are
+listed in ``BopLayout.warnings``).  Non-square
 pixels (fx != fy) are accepted here; the renderer refuses them.  Writes are
 atomic (temporary file in the target directory + ``os.replace``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import io
 from .geometry import is_rotation
+from .limits import check_face_count, check_mesh_file
+from .paths import UnsafePathError, contained, resolve_checked
 
 __all__ = [
-    "BopFormatError", "CameraInfo", "ObjectPose", "Frame", "BopLayout",
+    "BopFormatError", "BopPathError", "CameraInfo", "ObjectPose", "Frame", "BopLayout",
     "read_layout", "write_camera", "write_models", "write_scene",
 ]
 
@@ -114,17 +124,29 @@ class Frame:
 
 # ----------------------------------------------------------------------------- parsing
 
-def _read_json(path: Path):
+def _read_bytes(path: Path) -> bytes:
+    """Bytes of a file whose path was checked with :func:`_inside` (loops, escapes)."""
     if not path.is_file():
         raise BopFormatError(f"{path}: file not found")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise BopFormatError(f"{path}: cannot read: {e}") from e
+        return path.read_bytes()
+    except OSError as e:
+        raise BopFormatError(f"{path}: cannot read: {e.strerror or e}") from e
+
+
+def _parse_json(path: Path, data: bytes):
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BopFormatError(f"{path}: cannot read: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    if not text.strip():
+        raise BopFormatError(f"{path}: file is empty (expected a JSON object)")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise BopFormatError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    except RecursionError:
+        raise BopFormatError(f"{path}: invalid JSON: nested too deeply") from None
 
 
 def _is_number(x) -> bool:
@@ -247,9 +269,121 @@ def _model_path(root: Path, obj_id: int) -> Path:
     return root / "models" / f"obj_{obj_id:06d}.ply"
 
 
+class BopPathError(BopFormatError, UnsafePathError):
+    """A file or directory of the layout resolves outside its root, or is a symlink loop."""
+
+
+def _inside(root: Path, rel: str, source, key: str) -> Path:
+    """``root / rel`` after checking that it (through every symlink) stays inside ``root``;
+    the nominal path is returned so that messages name what the user sees."""
+    try:
+        contained(root, rel, source=source, key=key)
+    except UnsafePathError as exc:
+        raise BopPathError(str(exc)) from exc
+    return root / rel
+
+
 def _is_scene_dir(p: Path) -> bool:
     return p.is_dir() and p.name.isdigit() and (
         (p / "scene_gt.json").exists() or (p / "scene_camera.json").exists())
+
+
+# ----------------------------------------------------------------------------- models
+
+def _read_model(path: Path, data: bytes, where: str):
+    """Parse and validate one model file (PLY bytes, millimetres): readable, vertices and
+    faces present, face indices valid, finite, non-zero area, largest extent >= 1 mm, at
+    most POLAR_MAX_MESH_FACES faces. ``where`` (file and key that name the model) prefixes
+    the face-count error."""
+    import io as _stdio
+
+    import trimesh
+
+    check_mesh_file(path, where=where)   # face count from the header, before parsing
+    try:
+        mesh = trimesh.load(_stdio.BytesIO(data), file_type="ply", force="mesh", process=False)
+    except Exception as e:  # trimesh raises many types for damaged files
+        raise BopFormatError(f"{path}: cannot read mesh (truncated or not a PLY file?): {e}") from e
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.vertices) == 0 or len(mesh.faces) == 0:
+        raise BopFormatError(f"{path}: mesh is empty (no vertices or faces)")
+    check_face_count(len(mesh.faces), path, where=where)
+    faces = np.asarray(mesh.faces)
+    if faces.min() < 0 or faces.max() >= len(mesh.vertices):
+        raise BopFormatError(f"{path}: face vertex indices outside 0..{len(mesh.vertices) - 1}")
+    if not np.all(np.isfinite(mesh.vertices)):
+        raise BopFormatError(f"{path}: mesh has non-finite vertices")
+    ext = float(np.max(mesh.extents))
+    if ext < MODEL_MIN_EXTENT_MM:
+        raise BopFormatError(f"{path}: max extent {ext:g} < {MODEL_MIN_EXTENT_MM:g}: model looks like "
+                             "metres; BOP models are in millimetres - multiply by 1000")
+    if not float(mesh.area) > 0.0:
+        raise BopFormatError(f"{path}: every face has zero area (nothing to render)")
+    return mesh
+
+
+def _check_model_info(info_path: Path, obj_id: int, entry: dict | None, mesh, model: Path) -> None:
+    """models_info.json must describe every referenced model, and agree with its mesh: a
+    positive ``diameter`` and, where given, min_x/y/z and size_x/y/z within
+    max(0.5 mm, 2 % of the largest extent) of the mesh's bounding box (a model in other
+    units, or another model, disagrees by far more)."""
+    if entry is None:
+        raise BopFormatError(f"{info_path}: no entry for obj_id {obj_id} (used by the layout; model {model})")
+    d = entry.get("diameter")
+    _scalar(info_path, f"'{obj_id}'.diameter", d, positive=True)
+    lo, hi = mesh.bounds
+    tol = max(0.5, 0.02 * float(np.max(hi - lo)))
+    for axis, (l, h) in zip("xyz", zip(lo, hi)):
+        for key, want in ((f"min_{axis}", l), (f"size_{axis}", h - l)):
+            if key in entry:
+                got = _scalar(info_path, f"'{obj_id}'.{key}", entry[key])
+                if abs(got - want) > tol:
+                    raise BopFormatError(
+                        f"{info_path}: key '{obj_id}'.{key}: {got:g} mm, but {model} has {want:g} mm "
+                        f"(models_info.json and the model disagree: other units or another model?)")
+
+
+# ----------------------------------------------------------------------------- visibility
+
+def _frustum_side(K: np.ndarray, width: int, height: int, p: np.ndarray) -> str | None:
+    """Why the convex hull of camera-frame points ``p`` (N, 3; mm, OpenCV) cannot be seen
+    in a ``width`` x ``height`` image with intrinsics ``K`` (pixel centres at integers, so
+    the image spans u in [-0.5, W - 0.5], v in [-0.5, H - 0.5]): "behind the camera",
+    "left/right of/above/below the image", or None if it may be visible. Conservative: all
+    points outside one bounding plane of the view frustum."""
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    fx, s, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
+    planes = {  # value >= 0 inside: z > 0 and the four image borders as planes through the centre
+        "behind the camera": z,
+        "left of the image": fx * x + s * y + (cx + 0.5) * z,
+        "right of the image": -(fx * x + s * y) - (cx - width + 0.5) * z,
+        "above the image": fy * y + (cy + 0.5) * z,
+        "below the image": -fy * y - (cy - height + 0.5) * z,
+    }
+    for why, value in planes.items():
+        if np.all(value <= 0.0):
+            return why
+    return None
+
+
+def _box_corners(mesh) -> np.ndarray:
+    lo, hi = mesh.bounds
+    return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+
+
+def _check_visibility(gt_file: Path, im_id: int, frame: Frame, models: dict) -> list[str]:
+    """Refuse a frame in which no object can be seen; return a warning for each object of
+    a frame that lies entirely outside the image (the others are visible)."""
+    unseen = []
+    for i, o in enumerate(frame.objects):
+        corners_c = _box_corners(models[o.obj_id]) @ o.R_m2c.T + o.t_m2c_mm
+        why = _frustum_side(frame.K, frame.width, frame.height, corners_c)
+        if why is not None:
+            unseen.append(f"'{im_id}'[{i}] (obj_id {o.obj_id}): {why}")
+    if unseen and len(unseen) == len(frame.objects):
+        raise BopFormatError(f"{gt_file}: key '{im_id}': no object can be seen in the {frame.width}x"
+                             f"{frame.height} image (model bounding box entirely out of view: "
+                             f"{'; '.join(unseen)}); the sample would show no object")
+    return [f"{gt_file}: key {u}: model entirely out of view; rendered but not seen" for u in unseen]
 
 
 # ----------------------------------------------------------------------------- layout
@@ -258,17 +392,23 @@ class BopLayout:
     """A validated BOP dataset root with one split loaded.
 
     Attributes: ``root`` (Path), ``split`` (str), ``camera`` (CameraInfo from
-    camera.json), ``models_info`` ({obj_id: dict} from models_info.json, mm;
-    empty if that file is absent).
+    camera.json), ``models_info`` ({obj_id: dict} from models_info.json, mm),
+    ``digest`` (sha256 of every file read: camera, models_info, the referenced models and
+    the split's scene files; identifies the layout's content wherever it lies),
+    ``warnings`` (objects that lie entirely out of view in a frame where others are seen).
     """
 
     def __init__(self, root: Path, split: str, camera: CameraInfo,
-                 models_info: dict[int, dict], frames: list[Frame]):
+                 models_info: dict[int, dict], frames: list[Frame], models: dict | None = None,
+                 digest: str = "", warnings: list[str] | None = None):
         self.root = Path(root)
         self.split = split
         self.camera = camera
         self.models_info = models_info
         self._frames = sorted(frames, key=lambda f: (f.scene_id, f.im_id))
+        self._models = dict(models or {})
+        self.digest = digest
+        self.warnings = list(warnings or [])
 
     def __repr__(self) -> str:
         return f"BopLayout(root={str(self.root)!r}, split={self.split!r}, frames={len(self._frames)})"
@@ -278,28 +418,18 @@ class BopLayout:
         return _model_path(self.root, obj_id)
 
     def load_model(self, obj_id: int):
-        """Load the model mesh (trimesh.Trimesh, millimetres, no processing).
+        """The model mesh (trimesh.Trimesh, millimetres, no processing; a copy).
 
-        Raises BopFormatError if the file is unreadable, empty, or its largest
-        bounding-box extent is below 1 (mm), i.e. it looks like metres."""
-        import trimesh
-
-        path = self.model_path(obj_id)
-        if not path.is_file():
-            raise BopFormatError(f"{path}: model file for obj_id {obj_id} not found")
-        try:
-            mesh = trimesh.load(path, force="mesh", process=False)
-        except Exception as e:  # trimesh raises many types
-            raise BopFormatError(f"{path}: cannot read mesh: {e}") from e
-        if not isinstance(mesh, trimesh.Trimesh) or len(mesh.vertices) == 0 or len(mesh.faces) == 0:
-            raise BopFormatError(f"{path}: mesh is empty (no vertices or faces)")
-        if not np.all(np.isfinite(mesh.vertices)):
-            raise BopFormatError(f"{path}: mesh has non-finite vertices")
-        ext = float(np.max(mesh.extents))
-        if ext < MODEL_MIN_EXTENT_MM:
-            raise BopFormatError(f"{path}: max extent {ext:g} < {MODEL_MIN_EXTENT_MM:g}: model looks like "
-                                 "metres; BOP models are in millimetres - multiply by 1000")
-        return mesh
+        Models the layout references were validated by :func:`read_layout`; others are
+        read now, with the same checks (BopFormatError if the file is unreadable, empty,
+        or its largest bounding-box extent is below 1 mm, i.e. it looks like metres)."""
+        if obj_id not in self._models:
+            rel = _model_path(Path(), obj_id).as_posix()
+            path = _inside(self.root, rel, self.root, rel)
+            if not path.is_file():
+                raise BopFormatError(f"{path}: model file for obj_id {obj_id} not found")
+            self._models[obj_id] = _read_model(path, _read_bytes(path), str(path))
+        return self._models[obj_id].copy()
 
     def scene_ids(self) -> list[int]:
         return sorted({f.scene_id for f in self._frames})
@@ -314,8 +444,18 @@ class BopLayout:
 
 
 def _detect_split(root: Path) -> str:
-    cands = sorted(d.name for d in root.iterdir()
-                   if d.is_dir() and any(_is_scene_dir(s) for s in d.iterdir()))
+    cands = []
+    for d in sorted(root.iterdir()):
+        if d.name.startswith("."):
+            continue
+        _inside(root, d.name, root, d.name)   # a symlink loop or escape is reported, not skipped
+        if not d.is_dir() or d.name == "models":
+            continue
+        scenes = [s for s in d.iterdir() if s.name.isdigit()]
+        for s in scenes:
+            _inside(root, f"{d.name}/{s.name}", root, f"{d.name}/{s.name}")
+        if any(_is_scene_dir(s) for s in scenes):
+            cands.append(d.name)
     if not cands:
         raise BopFormatError(f"{root}: no split directory found (a sub-directory holding "
                              "<scene_id:06d>/scene_gt.json and scene_camera.json)")
@@ -324,77 +464,135 @@ def _detect_split(root: Path) -> str:
     return cands[0]
 
 
-def read_layout(root, split: str | None = None) -> BopLayout:
-    """Read and fully validate a BOP root (camera, models_info, every scene of one split).
+class _Reader:
+    """Reads the files of one layout root, each checked to lie inside it, hashing what it
+    reads (``BopLayout.digest``)."""
 
-    ``split=None`` auto-detects the single sub-directory holding scene
-    directories (e.g. ``train_pbr``).  Raises BopFormatError on any problem.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise BopFormatError(f"{root}: dataset root is not a directory")
-    cam_path = root / "camera.json"
-    camera = _parse_camera(cam_path, _read_json(cam_path))
+    def __init__(self, root: Path):
+        self.root = root
+        self.hash = hashlib.sha256()
 
-    info_path = root / "models" / "models_info.json"
+    def path(self, rel: str, source=None, key: str | None = None) -> Path:
+        return _inside(self.root, rel, source if source is not None else self.root, key or rel)
+
+    def _record(self, rel: str, data: bytes) -> None:
+        self.hash.update(f"{rel}\0{len(data)}\0".encode())
+        self.hash.update(data)
+
+    def json(self, rel: str):
+        path = self.path(rel)
+        data = _read_bytes(path)
+        self._record(rel, data)
+        return _parse_json(path, data)
+
+    def model(self, obj_id: int, source: Path, key: str):
+        rel = _model_path(Path(), obj_id).as_posix()
+        path = self.path(rel, source, key)
+        if not path.is_file():
+            raise BopFormatError(f"{source}: key {key}: model file for obj_id {obj_id} not found (expected {path})")
+        data = _read_bytes(path)
+        self._record(rel, data)
+        return path, _read_model(path, data, f"{source}: key {key}")
+
+
+def _read_models_info(rd: _Reader) -> tuple[Path, dict[int, dict]]:
+    info_path = rd.path("models/models_info.json")
+    if not info_path.is_file():
+        raise BopFormatError(f"{info_path}: file not found (BOP layouts describe every model there: "
+                             "diameter, min_x/y/z, size_x/y/z in mm)")
+    raw = rd.json("models/models_info.json")
+    if not isinstance(raw, dict):
+        raise BopFormatError(f"{info_path}: expected a JSON object keyed by obj_id")
     models_info: dict[int, dict] = {}
-    if info_path.exists():
-        raw = _read_json(info_path)
-        if not isinstance(raw, dict):
-            raise BopFormatError(f"{info_path}: expected a JSON object keyed by obj_id")
-        for k, v in raw.items():
-            if not isinstance(v, dict):
-                raise BopFormatError(f"{info_path}: key '{k}': expected an object")
-            models_info[_im_key(info_path, k)] = v
+    for k, v in raw.items():
+        if not isinstance(v, dict):
+            raise BopFormatError(f"{info_path}: key '{k}': expected an object")
+        models_info[_im_key(info_path, k)] = v
+    return info_path, models_info
 
-    if split is None:
-        split = _detect_split(root)
-    split_dir = root / split
+
+def _scene_dirs(rd: _Reader, split: str) -> list[Path]:
+    split_dir = rd.path(split, key="split")
     if not split_dir.is_dir():
         raise BopFormatError(f"{split_dir}: split directory not found")
-    scene_dirs = sorted((d for d in split_dir.iterdir() if d.is_dir() and d.name.isdigit()),
-                        key=lambda d: int(d.name))
+    names = sorted((d.name for d in split_dir.iterdir() if d.name.isdigit()), key=int)
+    scene_dirs = [d for d in (rd.path(f"{split}/{n}") for n in names) if d.is_dir()]
     if not scene_dirs:
         raise BopFormatError(f"{split_dir}: no scene directories (<scene_id:06d>/) found")
+    return scene_dirs
 
+
+def _read_scene(rd: _Reader, split: str, sdir: Path, camera: CameraInfo, info: tuple[Path, dict],
+                models: dict) -> tuple[list[Frame], list[str]]:
+    """Frames of one scene directory and their out-of-view warnings; loads (into ``models``)
+    and checks every model the scene references."""
+    rel = f"{split}/{sdir.name}"
+    cam_file, gt_file = sdir / "scene_camera.json", sdir / "scene_gt.json"
+    cams = _parse_scene_camera(cam_file, rd.json(f"{rel}/scene_camera.json"), camera)
+    gts = _parse_scene_gt(gt_file, rd.json(f"{rel}/scene_gt.json"))
+    if not gts:
+        raise BopFormatError(f"{gt_file}: no image is annotated (expected {{\"<im_id>\": [{{obj_id, "
+                             f"cam_R_m2c, cam_t_m2c}}, ...]}})")
+    for im_id in sorted(gts):
+        if im_id not in cams:
+            raise BopFormatError(f"{gt_file}: key '{im_id}': image id missing from {cam_file}")
+        if not gts[im_id]:
+            raise BopFormatError(f"{gt_file}: key '{im_id}': no object annotated in this image")
+        for i, pose in enumerate(gts[im_id]):
+            if pose.obj_id not in models:
+                path, mesh = rd.model(pose.obj_id, gt_file, f"'{im_id}'[{i}].obj_id")
+                _check_model_info(info[0], pose.obj_id, info[1].get(pose.obj_id), mesh, path)
+                models[pose.obj_id] = mesh
+    frames, warnings = [], []
+    for im_id, c in cams.items():
+        if im_id not in gts:
+            raise BopFormatError(f"{cam_file}: key '{im_id}': image id missing from {gt_file} "
+                                 "(every image needs its object annotations)")
+        frame = Frame(split=split, scene_id=int(sdir.name), im_id=im_id, K=c["K"], width=camera.width,
+                      height=camera.height, depth_scale=c["depth_scale"], R_w2c=c["R_w2c"], t_w2c_mm=c["t_w2c_mm"],
+                      objects=gts[im_id])
+        warnings += _check_visibility(gt_file, im_id, frame, models)
+        frames.append(frame)
+    return frames, warnings
+
+
+def read_layout(root, split: str | None = None) -> BopLayout:
+    """Read and fully validate a BOP root (camera, models_info, every scene of one split,
+    every model the split references, and that each frame shows an object).
+
+    ``split=None`` auto-detects the single sub-directory holding scene
+    directories (e.g. ``train_pbr``).  Every file and directory read must resolve inside
+    ``root`` (symlinks followed; loops reported).  Raises BopFormatError on any problem
+    (BopPathError for paths, limits.InputTooLargeError for oversized models).
+    """
+    root = Path(root)
+    try:
+        resolve_checked(root, source=root, key="dataset root")
+    except UnsafePathError as exc:
+        raise BopPathError(str(exc)) from exc
+    if not root.is_dir():
+        raise BopFormatError(f"{root}: dataset root is not a directory")
+    rd = _Reader(root)
+    camera = _parse_camera(root / "camera.json", rd.json("camera.json"))
+    info = _read_models_info(rd)
+    split = split if split is not None else _detect_split(root)
     frames: list[Frame] = []
-    for sdir in scene_dirs:
-        scene_id = int(sdir.name)
-        cam_file, gt_file = sdir / "scene_camera.json", sdir / "scene_gt.json"
-        cams = _parse_scene_camera(cam_file, _read_json(cam_file), camera)
-        gts = _parse_scene_gt(gt_file, _read_json(gt_file))
-        for im_id in sorted(gts):
-            if im_id not in cams:
-                raise BopFormatError(f"{gt_file}: key '{im_id}': image id missing from {cam_file}")
-            for i, pose in enumerate(gts[im_id]):
-                mp = _model_path(root, pose.obj_id)
-                if not mp.is_file():
-                    raise BopFormatError(f"{gt_file}: key '{im_id}'[{i}].obj_id: model file for "
-                                         f"obj_id {pose.obj_id} not found (expected {mp})")
-        for im_id, c in cams.items():
-            frames.append(Frame(split=split, scene_id=scene_id, im_id=im_id, K=c["K"],
-                                width=camera.width, height=camera.height, depth_scale=c["depth_scale"],
-                                R_w2c=c["R_w2c"], t_w2c_mm=c["t_w2c_mm"], objects=gts.get(im_id, ())))
-    return BopLayout(root, split, camera, models_info, frames)
+    models: dict[int, object] = {}
+    warnings: list[str] = []
+    for sdir in _scene_dirs(rd, split):
+        f, w = _read_scene(rd, split, sdir, camera, info, models)
+        frames += f
+        warnings += w
+    return BopLayout(root, split, camera, info[1], frames, models=models, digest=rd.hash.hexdigest(),
+                     warnings=warnings)
 
 
 # ----------------------------------------------------------------------------- writing
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Atomic, fsynced, mode ``io.FILE_MODE`` (as every file under OUT); a full disk raises
+    ``io.NoSpaceError`` naming ``path``."""
+    io.write_bytes(path, data, fsync=True)
 
 
 def _write_json(path: Path, obj) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 def _render(args) -> int:
     from .pipeline import RenderRequest, parse_res, parse_shard, run
 
-    req = RenderRequest(scene=args.scene, out=Path(args.out or f"out/{Path(args.scene).stem}"),
+    out = args.out if args.out is not None else f"out/{Path(args.scene).stem}"
+    req = RenderRequest(scene=args.scene, out=out,
                         n=args.n, seed=args.seed, spp=args.spp, res=parse_res(args.res),
-                        layout=Path(args.layout) if args.layout else None, variant=args.variant,
+                        layout=Path(args.layout) if args.layout is not None else None, variant=args.variant,
                         progress=not args.quiet, clean=args.clean, light_variant=args.light_variant,
                         workers=args.workers, shard=parse_shard(args.shard), executor=args.executor,
                         layout_backend=args.layout_backend, blender=args.blender, denoise=args.denoise,
@@ -28,10 +29,11 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("render", help="render N samples of a scene (sampling a layout unless --layout is given)")
     r.add_argument("--scene", default="usb_brick", help="scene name under scenes/ or path to a scene.yaml")
-    r.add_argument("--n", type=int, default=None, help="number of samples (default 8; all frames with --layout)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--n", type=int, default=None, help="number of samples N >= 1 (default 8; all frames with --layout)")
+    r.add_argument("--seed", type=int, default=0, help="run seed >= 0 (every draw of sample i comes from (seed, i))")
     r.add_argument("--out", default=None, help="output directory (default out/<scene>)")
-    r.add_argument("--spp", type=int, default=None, help="samples per pixel of the Stokes pass")
+    r.add_argument("--spp", type=int, default=None,
+                   help="samples per pixel of the Stokes pass, >= 1 (default: the scene's render.spp)")
     r.add_argument("--res", default=None, help="WIDTHxHEIGHT, e.g. 640x480")
     r.add_argument("--layout", default=None, help="existing BOP dataset directory to render")
     r.add_argument("--layout-backend", default="embedded", choices=["embedded", "blenderproc"],
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
                    help="independent Monte Carlo stream K >= 0: the same samples (every draw, mask and exact "
                         "pass identical) with other render noise, into another --out (noise measurements)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
-    r.add_argument("--workers", type=int, default=1, help="local worker processes (one Mitsuba context each)")
+    r.add_argument("--workers", type=int, default=1, help="local worker processes >= 1 (one Mitsuba context each)")
     r.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local worker processes, or Ray tasks (RAY_ADDRESS, else a local Ray instance)")
     r.add_argument("--shard", default=None, help="k/n: render only samples i with i %% n == k (Slurm arrays)")
@@ -57,14 +59,26 @@ def main(argv=None) -> int:
     r.add_argument("--light-variant", default=None, choices=["none", "rot90", "scale2"],
                    help="override the scene's lights.ring.variant (ring-lit scenes only)")
     r.set_defaults(func=_render)
-    args = ap.parse_args(argv)
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as exc:   # argparse has printed the usage error (exit 2) or --help (exit 0)
+        return int(exc.code or 0)
     from .blenderproc_compat import BlenderProcUnavailable
-    from .bop import BopFormatError
-    from .config import SceneConfigError
+    from .io import NoSpaceError
+    from .layout_blenderproc import LayoutBackendError
+    from .pipeline import RunAborted
+    from .variants import VariantError
 
+    # Bad input (exit 2): every check runs before anything is written. A full disk before
+    # the first sample is written is reported the same way; one that stops a run part-way,
+    # after finished samples were kept, exits 1 like failed samples do.
     try:
         return args.func(args)
-    except (BopFormatError, SceneConfigError, ValueError, BlenderProcUnavailable, FileNotFoundError) as exc:
+    except (RunAborted, LayoutBackendError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, BlenderProcUnavailable, VariantError, NoSpaceError, FileNotFoundError,
+            PermissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

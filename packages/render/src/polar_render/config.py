@@ -5,6 +5,11 @@ randomisation range. Relative paths (meshes) are resolved against the scene file
 directory. A range is written ``[lo, hi]`` (uniform) or a single number (fixed).
 Units: metres for the world (lights, ground), millimetres for BOP models and meshes,
 degrees for angles in the file (radians in code). See ``scenes/README.md``.
+
+:func:`load_scene` merges ``DEFAULTS``, validates the whole file against the one schema
+(``polar_render.schema``: every key, type, bound and mesh, before any work; one error line per
+problem naming the file and the dotted key) and returns the normalised sections (defaults
+filled in) that the rest of the code reads without further checks.
 """
 from __future__ import annotations
 
@@ -37,15 +42,6 @@ class ObjectSpec:
     name: str
     parts: tuple[PartSpec, ...]
 
-
-MATERIAL_KEYS = {"pplastic": {"type", "color", "color_tolerance", "alpha", "ior"},
-                 "roughconductor": {"type", "conductor", "alpha"},
-                 # anisotropic GGX conductor: alpha_u along the mesh's dp/du (brushing), alpha_v across
-                 "brushed_conductor": {"type", "conductor", "alpha_u", "alpha_v"},
-                 "diffuse": {"type", "color", "color_tolerance"}}
-MATERIAL_TYPES = set(MATERIAL_KEYS)
-_TOP_KEYS = {"name", "description", "objects", "default_material", "materials", "layout",
-             "lights", "background", "sensor", "render", "anomalies", "randomization_strength"}
 
 DEFAULTS = {
     "lights": {"spot": {"radius_m": [1.0, 1.5], "elevation_deg": [30.0, 80.0],
@@ -105,17 +101,22 @@ def _merge(defaults: dict, given: dict) -> dict:
     return out
 
 
+def as_range(value) -> tuple[float, float]:
+    """(lo, hi) of a validated range value: ``[lo, hi]`` or one number (lo == hi)."""
+    if isinstance(value, (list, tuple)):
+        return float(value[0]), float(value[1])
+    return float(value), float(value)
+
+
 def check_range(value, where: str, lo=-float("inf"), hi=float("inf")) -> tuple[float, float]:
-    """Normalise a number or [lo, hi] to a (lo, hi) tuple, validating bounds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        a = b = float(value)
-    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(x, (int, float)) for x in value):
-        a, b = float(value[0]), float(value[1])
-    else:
-        raise SceneConfigError(f"{where}: expected a number or [lo, hi], got {value!r}")
-    if a > b or a < lo or b > hi:
-        raise SceneConfigError(f"{where}: range {value!r} must satisfy {lo} <= lo <= hi <= {hi}")
-    return a, b
+    """(lo, hi) of a number or [lo, hi] inside [lo, hi] bounds, with the schema's rules
+    (``polar_render.schema.Range``); SceneConfigError naming ``where`` otherwise."""
+    from .schema import Bounds, _range
+
+    try:
+        return as_range(_range(Bounds(lo, hi), False)(value))
+    except ValueError as exc:
+        raise SceneConfigError(f"{where}: {exc}") from None
 
 
 def is_rgb(value) -> bool:
@@ -123,34 +124,20 @@ def is_rgb(value) -> bool:
     return isinstance(value, (list, tuple)) and len(value) == 3
 
 
-def check_color(value, where: str) -> None:
-    """A colour is ``[r, g, b]`` (nominal, each in [0, 1]) or a range drawn per channel."""
-    if is_rgb(value):
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 <= x <= 1.0 for x in value):
-            raise SceneConfigError(f"{where}: an [r, g, b] colour needs three numbers in [0, 1], got {value!r}")
-        return
-    check_range(value, where, 0.0, 1.0)
-
-
 # Per-sample ranges and tolerances that ``randomization_strength`` scales (dotted paths;
-# ``*`` = every key of that mapping) with the bounds a widened range is clipped to. A range
-# [lo, hi] is scaled about its middle, a tolerance (one number meaning +-t) is multiplied;
-# fixed numbers and [r, g, b] colours stay.
-INF = float("inf")
-STRENGTH_RANGES = {"materials.*.color": (0.0, 1.0), "materials.*.alpha": (1e-4, 1.0),
-                   "materials.*.alpha_u": (1e-4, 1.0), "materials.*.alpha_v": (1e-4, 1.0),
-                   "materials.*.ior": (1.0, 4.0), "lights.spot.radius_m": (1e-3, 100.0),
-                   "lights.spot.elevation_deg": (-90.0, 90.0), "lights.spot.azimuth_deg": (-INF, INF),
-                   "lights.spot.intensity": (0.0, INF), "lights.ring.radiance": (0.0, INF),
-                   "background.ground.color": (0.0, 1.0), "background.ground.alpha": (1e-4, 1.0),
-                   "background.ground.checker_scale": (0.0, INF), "background.environment.radiance": (0.0, INF),
-                   "layout.radius_m": (1e-3, INF), "layout.elevation_deg": (-90.0, 90.0),
-                   "layout.azimuth_deg": (-INF, INF), "layout.inplane_deg": (-INF, INF),
-                   "layout.drop_height_cm": (0.0, INF), "layout.fill": (1e-3, 1.0), "layout.distance_m": (1e-3, INF)}
-STRENGTH_TOLERANCES = {"materials.*.color_tolerance": 1.0, "layout.look_at_jitter_mm": INF,
-                       "layout.xy_range_mm": INF, "layout.xy_jitter_mm": INF, "layout.tilt_deg": 89.0,
-                       "layout.placement_mm": INF, "layout.yaw_deg": 180.0, "layout.camera_position_mm": INF,
-                       "layout.camera_angle_deg": 45.0}
+# ``*`` = every key of that mapping). A range [lo, hi] is scaled about its middle and clipped
+# to the key's valid interval in the schema (``polar_render.schema.bounds``); a tolerance (one
+# number meaning +-t) is multiplied and clipped to the schema's upper bound. Fixed numbers
+# and [r, g, b] colours stay.
+STRENGTH_RANGES = ("materials.*.color", "materials.*.alpha", "materials.*.alpha_u", "materials.*.alpha_v",
+                   "materials.*.ior", "lights.spot.radius_m", "lights.spot.elevation_deg", "lights.spot.azimuth_deg",
+                   "lights.spot.intensity", "lights.ring.radiance", "background.ground.color",
+                   "background.ground.alpha", "background.ground.checker_scale", "background.environment.radiance",
+                   "layout.radius_m", "layout.elevation_deg", "layout.azimuth_deg", "layout.inplane_deg",
+                   "layout.drop_height_cm", "layout.fill", "layout.distance_m")
+STRENGTH_TOLERANCES = ("materials.*.color_tolerance", "layout.look_at_jitter_mm", "layout.xy_range_mm",
+                       "layout.xy_jitter_mm", "layout.tilt_deg", "layout.placement_mm", "layout.yaw_deg",
+                       "layout.camera_position_mm", "layout.camera_angle_deg")
 MAX_STRENGTH = 10.0
 
 
@@ -168,116 +155,95 @@ def apply_strength(tree: dict, strength: float) -> None:
     ``STRENGTH_RANGES``): strength 1 keeps the file's values, 0 fixes each at its nominal
     (the range's middle), 0.5 halves every spread, 4 widens it four times (clipped to the
     key's valid bounds)."""
-    for dotted, (lo_ok, hi_ok) in STRENGTH_RANGES.items():
+    from .schema import bounds
+
+    for dotted in STRENGTH_RANGES:
+        b = bounds(dotted)
         for node, k in _paths(tree, dotted):
             v = node[k]
             if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
                 mid = (v[0] + v[1]) / 2
-                node[k] = [max(mid - strength * (mid - v[0]), lo_ok), min(mid + strength * (v[1] - mid), hi_ok)]
-    for dotted, hi_ok in STRENGTH_TOLERANCES.items():
+                node[k] = [max(mid - strength * (mid - v[0]), b.lo), min(mid + strength * (v[1] - mid), b.hi)]
+    for dotted in STRENGTH_TOLERANCES:
+        hi = bounds(dotted).hi
         for node, k in _paths(tree, dotted):
             if isinstance(node[k], (int, float)) and not isinstance(node[k], bool):
-                node[k] = min(node[k] * strength, hi_ok)
+                node[k] = min(node[k] * strength, hi)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping (PyYAML keeps the
+    last one silently)."""
+
+
+def _mapping_without_duplicates(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            dup = key in seen
+        except TypeError:   # unhashable key: the base constructor reports it
+            break
+        if dup:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def read_scene_yaml(path: Path) -> dict:
+    """The top-level mapping of a scene file (SceneConfigError for unreadable or invalid YAML)."""
+    try:
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        context = f" ({exc.context})" if exc.context else ""
+        raise SceneConfigError(f"{path}: invalid YAML: {where}{exc.problem}{context}") from None
+    except yaml.YAMLError as exc:
+        raise SceneConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SceneConfigError(f"{path}: cannot read the scene file: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SceneConfigError(f"{path}: expected a mapping at top level, got {type(raw).__name__}")
+    return raw
 
 
 def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
+    """Read, merge with ``DEFAULTS``, validate (``polar_render.schema``: every key, every
+    mesh) and normalise a scene file. Every problem raises SceneConfigError before any work;
+    ``randomization_strength`` is applied once, here."""
+    from .schema import IMPLICIT_DEFAULT_MATERIAL, validate_scene
+
     path = resolve_scene_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SceneConfigError(f"{path}: invalid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise SceneConfigError(f"{path}: expected a mapping at top level")
-    unknown = set(raw) - _TOP_KEYS
-    if unknown:
-        raise SceneConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+    raw = read_scene_yaml(path)
     defaults = DEFAULTS
     if isinstance(raw.get("lights"), dict) and "ring" in raw["lights"] and "spot" not in raw["lights"]:
         defaults = {**DEFAULTS, "lights": {}}  # a ring-lit scene has no spot unless it names one
     merged = _merge(defaults, raw)
-    strength = merged.get("randomization_strength", 1.0)
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= MAX_STRENGTH:
-        raise SceneConfigError(f"{path}: randomization_strength must be a number in [0, {MAX_STRENGTH:g}], "
-                               f"got {strength!r}")
     as_written = copy.deepcopy(merged)   # cfg.raw: what write_scene_variant copies (strength applied once, at load)
-    if strength != 1.0:
-        apply_strength(merged, float(strength))
+    model, meshes = validate_scene(merged, path)
+    if model.randomization_strength != 1.0:
+        apply_strength(merged, float(model.randomization_strength))
+        model, _ = validate_scene(merged, path, check_meshes=False)
 
-    materials = merged.get("materials") or {}
-    for mname, m in materials.items():
-        where = f"{path}: materials.{mname}"
-        if not isinstance(m, dict) or m.get("type") not in MATERIAL_TYPES:
-            raise SceneConfigError(f"{where}.type: must be one of {sorted(MATERIAL_TYPES)}")
-        extra = set(m) - MATERIAL_KEYS[m["type"]]
-        if extra:
-            raise SceneConfigError(f"{where}: unknown key(s) {sorted(extra)} for type {m['type']}; "
-                                   f"allowed: {sorted(MATERIAL_KEYS[m['type']])}")
-        for k in ("alpha", "alpha_u", "alpha_v"):
-            if k in m:
-                check_range(m[k], f"{where}.{k}", 1e-4, 1.0)
-        if "color" in m:
-            check_color(m["color"], f"{where}.color")
-        if "color_tolerance" in m:
-            check_range(m["color_tolerance"], f"{where}.color_tolerance", 0.0, 1.0)
-        if "ior" in m:
-            check_range(m["ior"], f"{where}.ior", 1.0, 4.0)
-    default_material = merged.get("default_material", "default")
-    if default_material not in materials:
-        materials.setdefault("default", {"type": "pplastic", "color": [0.0, 1.0], "alpha": [0.05, 0.3]})
-        if default_material != "default":
-            raise SceneConfigError(f"{path}: default_material {default_material!r} is not in materials")
-
-    objects: dict[int, ObjectSpec] = {}
-    for key, spec in (merged.get("objects") or {}).items():
-        where = f"{path}: objects.{key}"
-        try:
-            obj_id = int(key)
-        except (TypeError, ValueError):
-            raise SceneConfigError(f"{where}: object keys are BOP obj_ids (integers)") from None
-        parts = []
-        for pname, part in (spec.get("parts") or {}).items():
-            if not isinstance(part, dict) or "mesh" not in part:
-                raise SceneConfigError(f"{where}.parts.{pname}.mesh: required (PLY path, mm)")
-            mesh = (path.parent / part["mesh"]).resolve()
-            if not mesh.is_file():
-                raise SceneConfigError(f"{where}.parts.{pname}.mesh: file not found: {mesh}")
-            mat = part.get("material", default_material)
-            if mat not in materials:
-                raise SceneConfigError(f"{where}.parts.{pname}.material: unknown material {mat!r}")
-            parts.append(PartSpec(pname, mesh, mat))
-        if not parts:
-            raise SceneConfigError(f"{where}.parts: at least one part is required")
-        objects[obj_id] = ObjectSpec(obj_id, spec.get("name", f"obj_{obj_id:06d}"), tuple(parts))
-
-    sensor = merged["sensor"]
-    if sensor["mode"] not in ("rgb", "mono"):
-        raise SceneConfigError(f"{path}: sensor.mode must be 'rgb' or 'mono'")
-    if merged["render"].get("denoise", "none") not in ("none", "oidn"):  # absent = none (digest unchanged)
-        raise SceneConfigError(f"{path}: render.denoise must be 'none' or 'oidn', got {merged['render']['denoise']!r}")
-    lights = merged.get("lights") or {}
-    if not set(lights) & {"spot", "ring"} or set(lights) - {"spot", "ring"}:
-        raise SceneConfigError(f"{path}: lights: name 'spot' and/or 'ring' (unknown: {sorted(set(lights) - {'spot', 'ring'})})")
-    if "spot" in lights:
-        for k, (lo, hi) in {"radius_m": (0, 100), "elevation_deg": (-90, 90), "intensity": (0, 1e6),
-                            "azimuth_deg": (-float("inf"), float("inf"))}.items():
-            check_range(lights["spot"][k], f"{path}: lights.spot.{k}", lo, hi)
-    if "ring" in lights:
-        from .lights import validate_ring
-
-        merged["lights"]["ring"] = validate_ring(lights["ring"], f"{path}: lights.ring")
-    check_range(merged["background"]["environment"]["radiance"], f"{path}: background.environment.radiance", 0)
-    check_color(merged["background"]["ground"]["color"], f"{path}: background.ground.color")
-    check_range(merged["background"]["ground"]["alpha"], f"{path}: background.ground.alpha", 1e-4, 1)
-    check_range(merged["background"]["ground"]["checker_scale"], f"{path}: background.ground.checker_scale", 0)
-
-    from .anomalies import validate as validate_anomalies
-
-    part_names = {p.name for o in objects.values() for p in o.parts} | {"model"}
-    anomalies = validate_anomalies(merged.get("anomalies") or {}, part_names, f"{path}: anomalies")
-    return SceneConfig(name=merged.get("name", path.parent.name), path=path, objects=objects, anomalies=anomalies,
-                       default_material=default_material, materials=materials,
-                       layout=merged.get("layout") or {}, lights=merged["lights"],
-                       background=merged["background"], sensor=sensor, render=merged["render"], raw=as_written)
+    materials = {name: m.dump() for name, m in model.materials.items()}
+    if model.default_material not in materials:   # only "default" gets here (schema)
+        materials["default"] = IMPLICIT_DEFAULT_MATERIAL.dump()
+    objects = {oid: ObjectSpec(oid, o.name or f"obj_{oid:06d}",
+                               tuple(PartSpec(pname, meshes[oid, pname], p.material or model.default_material)
+                                     for pname, p in o.parts.items()))
+               for oid, o in model.objects.items()}
+    return SceneConfig(name=model.name or path.parent.name, path=path, objects=objects,
+                       default_material=model.default_material, materials=materials,
+                       layout=model.layout.dump() if model.layout is not None else {},
+                       lights=model.lights.dump(), background=model.background.dump(), sensor=model.sensor.dump(),
+                       render=model.render.dump(),
+                       anomalies=model.anomalies.dump() if raw.get("anomalies") else {}, raw=as_written)
 
 
 def write_scene_variant(dest: str | os.PathLike, scene: str | os.PathLike = "usb_brick",
@@ -301,9 +267,13 @@ def write_scene_variant(dest: str | os.PathLike, scene: str | os.PathLike = "usb
         *parents, leaf = str(key).split(".")
         node = raw
         for k in parents:
+            if k not in node and k.isdigit() and int(k) in node:   # YAML int keys (objects.<obj_id>)
+                k = int(k)
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
                 raise SceneConfigError(f"{cfg.path}: cannot set {key}: {k!r} is not a mapping")
+        if leaf not in node and leaf.isdigit() and int(leaf) in node:
+            leaf = int(leaf)
         if value is None:
             node.pop(leaf, None)
         else:

@@ -10,9 +10,16 @@ Formats: float arrays -> float32 TIFF (tifffile, channels last; zlib-compressed 
 caller passes ``compress=False``, as render.py does for noisy radiance-like images);
 16-bit images and integer masks -> PNG through OpenCV (Pillow cannot write 16-bit RGB);
 arrays are RGB in memory, OpenCV's BGR order is handled here.
+
+Every file goes through :func:`write_bytes` (images are encoded in memory first), so one
+place handles a full disk: ENOSPC / EDQUOT or a write that makes no progress raise
+:class:`NoSpaceError` naming the file, and the temporary file is removed. Files get
+:data:`FILE_MODE` and new directories :data:`DIR_MODE` (the umask's, never world-writable).
 """
 from __future__ import annotations
 
+import errno
+import io as _stdio
 import json
 import os
 import shutil
@@ -36,32 +43,115 @@ _PNG_STORED = [cv2.IMWRITE_PNG_COMPRESSION, 0, cv2.IMWRITE_PNG_FILTER, cv2.IMWRI
 _HOST = socket.gethostname().replace("-", "_")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+# Modes of everything written under OUT: what the user's umask gives, never world-writable
+# (another user may read a run, as with files made by cp or tar, but not change it).
+FILE_MODE = 0o666 & ~_UMASK & ~0o002
+DIR_MODE = 0o777 & ~_UMASK & ~0o002
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+class NoSpaceError(OSError):
+    """A write failed because the file system is full (ENOSPC) or the quota is spent
+    (EDQUOT); the message names the file. Nothing is left under the final name."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _no_space(path: Path, exc: OSError | None = None, detail: str = "") -> NoSpaceError:
+    what = "disk quota exceeded" if exc is not None and exc.errno == errno.EDQUOT else "no space left on device"
+    err = NoSpaceError(errno.ENOSPC, f"{path}: {what}{detail}")
+    err.filename = str(path)
+    return err
+
+
+@contextmanager
+def _full_disk_named(path: Path):
+    """Re-raise ENOSPC / EDQUOT from the block as :class:`NoSpaceError` naming ``path``."""
+    try:
+        yield
+    except NoSpaceError:
+        raise
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise _no_space(path, exc) from exc
+        raise
+
+
+def make_dirs(path: str | os.PathLike) -> Path:
+    """``mkdir -p`` whose new directories get :data:`DIR_MODE` (parents included, unlike
+    ``Path.mkdir(mode=...)``); existing directories are left as they are."""
+    path = Path(path)
+    missing = []
+    p = path
+    while not p.is_dir():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        with _full_disk_named(d):
+            try:
+                os.mkdir(d, DIR_MODE)
+            except FileExistsError:
+                if not d.is_dir():
+                    raise
+    return path
+
+
+def _write_all(fd: int, data) -> None:
+    """Write every byte of ``data`` to ``fd``. A short write is retried; a write that makes
+    no progress raises ENOSPC (the kernel reports a full disk as a short write first)."""
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):
+        n = os.write(fd, view[done:])
+        if n <= 0:
+            raise OSError(errno.ENOSPC, f"short write: {done} of {len(view)} bytes written")
+        done += n
 
 
 def _tmp_path(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; final files get the usual mode
+    make_dirs(path.parent)
+    with _full_disk_named(path):
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)  # mkstemp creates 0600; final files get the usual mode
     os.close(fd)
     return Path(name)
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path next to ``path``; move it into place on success."""
+    """Yield a temporary path next to ``path``; move it into place on success. A full disk
+    while the block writes raises :class:`NoSpaceError` naming ``path``."""
     path = Path(path)
     tmp = _tmp_path(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with _full_disk_named(path):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-def write_json(path, obj) -> None:
+def write_bytes(path: str | os.PathLike, data, fsync: bool = False) -> None:
+    """Write ``data`` (bytes-like) to ``path`` atomically (temporary file + rename), mode
+    :data:`FILE_MODE`; ``fsync=True`` flushes it to the device before the rename."""
+    path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=_json_default) + "\n")
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            _write_all(fd, data)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_json(path, obj, fsync: bool = False) -> None:
+    write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False, default=_json_default) + "\n").encode("utf-8"),
+                fsync=fsync)
 
 
 def _json_default(o):
@@ -85,9 +175,9 @@ def write_float_tiff(path, array: np.ndarray, compress: bool = True) -> None:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{path}: refusing to write non-finite values")
     comp = {"compression": "zlib", "compressionargs": {"level": 1}} if compress else {}
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, arr, photometric="minisblack", planarconfig="contig" if arr.ndim == 3 else None,
-                         **comp)
+    buf = _stdio.BytesIO()   # encoded in memory, written by write_bytes (full disk -> NoSpaceError)
+    tifffile.imwrite(buf, arr, photometric="minisblack", planarconfig="contig" if arr.ndim == 3 else None, **comp)
+    write_bytes(path, buf.getbuffer())
 
 
 def read_float_tiff(path) -> np.ndarray:
@@ -105,11 +195,10 @@ def write_png16(path, array: np.ndarray, compress: bool = True) -> None:
         raise TypeError(f"{path}: expected uint16, got {arr.dtype}")
     if arr.ndim == 3:
         arr = arr[..., ::-1]  # RGB -> BGR
-    with atomic_path(path) as tmp:
-        ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr), _PNG_PARAMS if compress else _PNG_STORED)
-        if not ok:
-            raise OSError(f"{path}: PNG encoding failed")
-        tmp.write_bytes(buf.tobytes())
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr), _PNG_PARAMS if compress else _PNG_STORED)
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    write_bytes(path, buf)
 
 
 def read_png(path) -> np.ndarray:
@@ -128,11 +217,12 @@ def atomic_dir(final: str | os.PathLike):
     directories from killed runs are removed by :func:`clean_partial`.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(final.parent)
     tmp = final.parent / f".tmp-{final.name}--{_HOST}--{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
+    with _full_disk_named(final):
+        os.mkdir(tmp, DIR_MODE)
     try:
         yield tmp
         if final.exists():

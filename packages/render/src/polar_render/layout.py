@@ -103,60 +103,26 @@ class LayoutConfig:
     camera_angle_deg: float = 0.0                          # station: camera orientation tolerance per axis (+-)
 
     def __post_init__(self):
+        """Normalise the shapes (numbers -> (lo, hi), lists -> tuples); the values are checked
+        by :meth:`from_dict` (``polar_render.schema``), not here."""
         self.instances = [int(i) for i in self.instances]
-        if self.mode not in ("drop", "topdown", "station"):
-            raise ValueError(f"LayoutConfig.mode: expected 'drop', 'topdown' or 'station', got {self.mode!r}")
         for name in ("distance_m", "fill"):
             if isinstance(getattr(self, name), (int, float)):
                 setattr(self, name, (float(getattr(self, name)),) * 2)
-        if self.mode == "station":
-            self._check_station()
-        if self.xy_jitter_mm < 0 or not 0 <= self.tilt_deg < 90:
-            raise ValueError("LayoutConfig: xy_jitter_mm must be >= 0 and tilt_deg in [0, 90)")
         for name in ("drop_height_cm", "radius_m", "elevation_deg", "azimuth_deg", "inplane_deg", "distance_m", "fill"):
-            v = tuple(float(x) for x in getattr(self, name))
-            if len(v) != 2 or v[0] > v[1]:
-                raise ValueError(f"LayoutConfig.{name}: expected (low, high), got {v}")
-            setattr(self, name, v)
-        if not self.instances:
-            raise ValueError("LayoutConfig.instances: at least one obj_id is required")
-        if self.cameras_per_scene < 1 or self.width < 1 or self.height < 1:
-            raise ValueError("LayoutConfig: cameras_per_scene, width, height must be >= 1")
-        if self.radius_m[0] <= 0 or self.fx <= 0 or self.fy <= 0:
-            raise ValueError("LayoutConfig: radius_m, fx, fy must be positive")
-
-    def _check_station(self) -> None:
-        if len(self.instances) != 1:
-            raise ValueError(f"LayoutConfig.instances: station mode holds one product, got {self.instances}")
-        if not isinstance(self.views, dict) or not self.views:
-            raise ValueError("LayoutConfig.views: station mode needs at least one named view "
-                             "({name: {elevation_deg, azimuth_deg, roll_deg}})")
-        for name, v in self.views.items():
-            extra = set(v or {}) - {"elevation_deg", "azimuth_deg", "roll_deg"}
-            if not isinstance(v, dict) or extra or "elevation_deg" not in v:
-                raise ValueError(f"LayoutConfig.views.{name}: expected {{elevation_deg, azimuth_deg?, roll_deg?}}"
-                                 + (f", unknown {sorted(extra)}" if extra else ""))
-            if not 0.0 < float(v["elevation_deg"]) <= 90.0:
-                raise ValueError(f"LayoutConfig.views.{name}.elevation_deg: must be in (0, 90]")
-        self.cameras_per_scene = len(self.views)
-        lo, hi = (float(x) for x in self.fill)
-        if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"LayoutConfig.fill: share of the shorter image side in (0, 1], got {self.fill}")
+            setattr(self, name, tuple(float(x) for x in getattr(self, name)))
         self.rest_rotation_deg = tuple(float(x) for x in self.rest_rotation_deg)
-        if len(self.rest_rotation_deg) != 3:
-            raise ValueError("LayoutConfig.rest_rotation_deg: three Euler angles (x, y, z) in degrees")
-        for name in ("placement_mm", "yaw_deg", "camera_position_mm", "camera_angle_deg"):
-            if not float(getattr(self, name)) >= 0.0:
-                raise ValueError(f"LayoutConfig.{name}: a tolerance must be >= 0")
+        if self.mode == "station":
+            self.cameras_per_scene = len(self.views)
 
     @classmethod
     def from_dict(cls, d: dict) -> "LayoutConfig":
-        """Build from a plain dict (e.g. YAML); unknown keys raise ValueError naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"LayoutConfig: unknown key(s) {', '.join(map(repr, unknown))}")
-        return cls(**d)
+        """Build from a plain dict (a scene file's ``layout``), validated by the scene schema
+        (``polar_render.schema``: the keys of its mode, types, bounds); ValueError naming
+        each bad key."""
+        from .schema import validate_layout
+
+        return cls(**validate_layout(d))
 
 
 def camera_matrix(cfg: LayoutConfig) -> np.ndarray:

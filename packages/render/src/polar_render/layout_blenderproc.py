@@ -31,8 +31,9 @@ Determinism: scene ``s`` depends only on ``(cfg, seed, s)`` (``blenderproc_scrip
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import trimesh
 
+from . import io
 from .layout import LayoutConfig, camera_matrix, write_layout_models
 
 __all__ = ["generate_layout_blenderproc", "make_spec", "resolve_mode", "write_fixed_layout_blenderproc"]
@@ -131,15 +133,44 @@ def _run_spec(spec: dict, mode: str, blender: str | None, progress: bool) -> Non
                 bar.close()
         return
     spec_path = Path(spec["root"]) / f".blenderproc-spec-{os.getpid()}.json"
-    spec_path.write_text(json.dumps(spec, indent=1))
+    io.write_json(spec_path, spec)
     exe = shutil.which("blenderproc") or str(Path(sys.executable).with_name("blenderproc"))
     cmd = [exe, "run", str(SCRIPT), "--custom-blender-path", blender, str(spec_path)]
-    try:
-        proc = subprocess.run(cmd, stdout=None if progress else subprocess.DEVNULL)
+    try:   # stderr captured (and passed on below) to tell a full disk from other failures
+        proc = subprocess.run(cmd, stdout=None if progress else subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, errors="replace")
     finally:
         spec_path.unlink(missing_ok=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed with exit status {proc.returncode}")
+    tail = (proc.stderr or "")[-20000:]
+    sys.stderr.write(tail)
+    returncode = proc.returncode
+    if returncode != 0:
+        if _FULL_DISK.search(tail):
+            raise io.NoSpaceError(errno.ENOSPC, f"{spec['root']}: no space left on device while BlenderProc "
+                                                f"wrote the layout (`{' '.join(cmd)}`)")
+        raise LayoutBackendError(f"`{' '.join(cmd)}` failed with exit status {returncode}")
+
+
+class LayoutBackendError(RuntimeError):
+    """BlenderProc failed while making a layout (the CLI exits 1)."""
+
+
+# how Python (errno 28 / 122) reports a full disk or spent quota inside Blender
+_FULL_DISK = re.compile(r"No space left on device|Disk quota exceeded|\[Errno (28|122)\]")
+
+
+def _run_spec_named(spec: dict, mode: str, blender: str | None, progress: bool) -> None:
+    """:func:`_run_spec`; a full disk inside BlenderProc (module mode) raises
+    ``io.NoSpaceError`` naming the file (or the layout root) instead of a raw OSError."""
+    try:
+        _run_spec(spec, mode, blender, progress)
+    except io.NoSpaceError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise io.NoSpaceError(errno.ENOSPC, f"{exc.filename or spec['root']}: no space left on device "
+                                                f"(BlenderProc writing the layout)") from exc
+        raise
 
 
 def generate_layout_blenderproc(out_root, models_mm: dict[int, trimesh.Trimesh], cfg: LayoutConfig, seed: int,
@@ -148,10 +179,9 @@ def generate_layout_blenderproc(out_root, models_mm: dict[int, trimesh.Trimesh],
     """Like :func:`polar_render.layout.generate_layout`, with BlenderProc doing the sampling,
     physics and BOP writing. Finished scenes are skipped (resume)."""
     mode, blender = resolve_mode(mode, blender)
-    root = Path(out_root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = io.make_dirs(out_root)
     spec = make_spec(root, models_mm, cfg, seed, [{"scene_id": int(s)} for s in scene_ids], split)
-    _run_spec(spec, mode, blender, progress)
+    _run_spec_named(spec, mode, blender, progress)
     return root
 
 
@@ -163,8 +193,7 @@ def write_fixed_layout_blenderproc(out_root, models_mm: dict[int, trimesh.Trimes
     :func:`polar_render.layout.sample_scene` returns (T_m2w in m; OpenCV R_w2c, t_w2c in mm).
     The counterpart of ``layout._frames`` + ``bop.write_scene`` for equivalence checks."""
     mode, blender = resolve_mode(mode, blender)
-    root = Path(out_root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = io.make_dirs(out_root)
     entries = []
     for sid, (objects, cameras) in sorted(scenes.items()):
         if [int(o) for o, _ in objects] != [int(i) for i in cfg.instances]:
@@ -174,5 +203,5 @@ def write_fixed_layout_blenderproc(out_root, models_mm: dict[int, trimesh.Trimes
             "cameras": [[np.asarray(R, np.float64).tolist(), np.asarray(t, np.float64).tolist()]
                         for R, t in cameras]}})
     spec = make_spec(root, models_mm, cfg, 0, entries, split)
-    _run_spec(spec, mode, blender, progress=False)
+    _run_spec_named(spec, mode, blender, progress=False)
     return root

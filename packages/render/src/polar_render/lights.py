@@ -22,6 +22,7 @@ Domain-randomization ``variant`` (one per run; the fixture is scene *structure*,
   only (no renormalisation), as it would with a physically larger lamp of the same LEDs.
 
 Per sample only ``radiance`` is drawn (``[lo, hi]``); it is written through ``mi.traverse``.
+Keys, bounds and defaults (``RING_DEFAULTS``) are checked by ``polar_render.schema.Ring``.
 """
 from __future__ import annotations
 
@@ -29,35 +30,8 @@ import numpy as np
 
 VARIANTS = ("none", "rot90", "scale2")
 N_PANELS = 6
-RING_KEYS = {"radius_m", "height_m", "centre_m", "panel_width_m", "fill", "tilt_deg", "rotation_deg",
-             "radiance", "variant"}
 RING_DEFAULTS = {"radius_m": 0.08, "height_m": 0.25, "centre_m": [0.0, 0.0], "panel_width_m": 0.015,
                  "fill": 0.9, "tilt_deg": 0.0, "rotation_deg": 0.0, "radiance": [20.0, 30.0], "variant": "none"}
-
-
-def validate_ring(spec: dict, where: str) -> dict:
-    """Defaults filled in, every key checked (SceneConfigError naming the key)."""
-    from .config import SceneConfigError, check_range
-
-    if not isinstance(spec, dict):
-        raise SceneConfigError(f"{where}: expected a mapping")
-    unknown = set(spec) - RING_KEYS
-    if unknown:
-        raise SceneConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(RING_KEYS)}")
-    out = {**RING_DEFAULTS, **spec}
-    for k, lo, hi in (("radius_m", 1e-4, 100), ("height_m", -100, 100), ("panel_width_m", 1e-5, 100),
-                      ("fill", 1e-3, 1.0), ("tilt_deg", -89.0, 89.0), ("rotation_deg", -360.0, 360.0)):
-        a, b = check_range(out[k], f"{where}.{k}", lo, hi)
-        if a != b:
-            raise SceneConfigError(f"{where}.{k}: must be a single number (the fixture is built once per run)")
-        out[k] = a
-    check_range(out["radiance"], f"{where}.radiance", 0.0)
-    c = out["centre_m"]
-    if not (isinstance(c, (list, tuple)) and len(c) == 2 and all(isinstance(x, (int, float)) for x in c)):
-        raise SceneConfigError(f"{where}.centre_m: expected [x, y] in metres, got {c!r}")
-    if out["variant"] not in VARIANTS:
-        raise SceneConfigError(f"{where}.variant: {out['variant']!r} is not one of {list(VARIANTS)}")
-    return out
 
 
 def ring_geometry(ring: dict) -> dict:

@@ -1,8 +1,9 @@
 """Per-sample randomisation (Polar-Ano Table I ranges come from the scene file).
 
-Every draw for sample ``i`` comes from ``np.random.default_rng([seed, i, stream])``, so a
-sample is a pure function of (scene config, seed, i), whatever order or batch it is
-rendered in. Streams: 0 = layout (per BOP scene), 1 = appearance, 2 = Mitsuba sampler seed.
+Values come from a loaded scene (validated, defaults filled by ``polar_render.schema``), so
+nothing is checked here. Every draw for sample ``i`` comes from
+``np.random.default_rng([seed, i, stream])``, so a sample is a pure function of (scene
+config, seed, i), whatever order or batch it is rendered in. Streams: 0 = layout (per BOP scene), 1 = appearance, 2 = Mitsuba sampler seed.
 Draw order is fixed: materials (instances in BOP order, parts in scene-file order), spot
 light, ground, environment, render seed. All returned values are plain floats/lists so
 they can be stored in ``meta.json`` verbatim.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import SceneConfig, check_range, is_rgb
+from .config import SceneConfig, as_range, is_rgb
 
 STREAM_LAYOUT, STREAM_APPEARANCE, STREAM_RENDER = 0, 1, 2
 
@@ -20,46 +21,45 @@ def rng_for(seed: int, index: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index), int(stream)])
 
 
-def _u(rng: np.random.Generator, value, where: str, lo=-np.inf, hi=np.inf) -> float:
-    a, b = check_range(value, where, lo, hi)
-    return float(rng.uniform(a, b))
+def _u(rng: np.random.Generator, value) -> float:
+    """One draw of a range ``[lo, hi]`` (uniform) or a fixed number."""
+    return float(rng.uniform(*as_range(value)))
 
 
-def _color(rng, value, where, tolerance: float = 0.0) -> list[float]:
+def _color(rng, value, tolerance: float = 0.0) -> list[float]:
     """Linear RGB: ``[r, g, b]`` is a nominal colour moved by U(+-tolerance) per channel
     (clipped to [0, 1]); a number or ``[lo, hi]`` draws each channel in that range."""
     if is_rgb(value):
         c = np.asarray(value, np.float64) + rng.uniform(-tolerance, tolerance, size=3)
         return [float(x) for x in np.clip(c, 0.0, 1.0)]
-    a, b = check_range(value, where, 0.0, 1.0)
-    return [float(x) for x in rng.uniform(a, b, size=3)]
+    return [float(x) for x in rng.uniform(*as_range(value), size=3)]
 
 
 def sample_material(rng: np.random.Generator, name: str, spec: dict) -> dict:
-    """Concrete BSDF parameters for one part: {'type', 'color'?, 'alpha'?, 'ior'?, 'conductor'?}."""
-    where = f"materials.{name}"
+    """Concrete BSDF parameters for one part: {'type', 'color'?, 'alpha'?, 'ior'?, 'conductor'?}
+    from a loaded material (every key present: ``SceneConfig.materials``)."""
     t = spec["type"]
     out = {"material": name, "type": t}
     if t == "pplastic":
-        out["color"] = _color(rng, spec.get("color", [0.0, 1.0]), f"{where}.color", spec.get("color_tolerance", 0.0))
-        out["alpha"] = _u(rng, spec.get("alpha", 0.1), f"{where}.alpha", 1e-4, 1.0)
-        out["ior"] = _u(rng, spec.get("ior", 1.49), f"{where}.ior", 1.0, 4.0)
+        out["color"] = _color(rng, spec["color"], spec["color_tolerance"])
+        out["alpha"] = _u(rng, spec["alpha"])
+        out["ior"] = _u(rng, spec["ior"])
     elif t == "roughconductor":
-        out["alpha"] = _u(rng, spec.get("alpha", 0.3), f"{where}.alpha", 1e-4, 1.0)
-        out["conductor"] = str(spec.get("conductor", "Al"))
+        out["alpha"] = _u(rng, spec["alpha"])
+        out["conductor"] = spec["conductor"]
     elif t == "brushed_conductor":
-        out["alpha_u"] = _u(rng, spec.get("alpha_u", 0.05), f"{where}.alpha_u", 1e-4, 1.0)
-        out["alpha_v"] = _u(rng, spec.get("alpha_v", 0.2), f"{where}.alpha_v", 1e-4, 1.0)
-        out["conductor"] = str(spec.get("conductor", "Al"))
+        out["alpha_u"] = _u(rng, spec["alpha_u"])
+        out["alpha_v"] = _u(rng, spec["alpha_v"])
+        out["conductor"] = spec["conductor"]
     elif t == "diffuse":
-        out["color"] = _color(rng, spec.get("color", [0.0, 1.0]), f"{where}.color", spec.get("color_tolerance", 0.0))
+        out["color"] = _color(rng, spec["color"], spec["color_tolerance"])
     return out
 
 
-def _on_shell(rng, spec: dict, centre: np.ndarray, where: str) -> tuple[list[float], dict]:
-    r = _u(rng, spec["radius_m"], f"{where}.radius_m", 0.0)
-    el = np.deg2rad(_u(rng, spec["elevation_deg"], f"{where}.elevation_deg", -90, 90))
-    az = np.deg2rad(_u(rng, spec.get("azimuth_deg", [0.0, 360.0]), f"{where}.azimuth_deg"))
+def _on_shell(rng, spec: dict, centre: np.ndarray) -> tuple[list[float], dict]:
+    r = _u(rng, spec["radius_m"])
+    el = np.deg2rad(_u(rng, spec["elevation_deg"]))
+    az = np.deg2rad(_u(rng, spec["azimuth_deg"]))
     pos = centre + r * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
     return [float(x) for x in pos], {"radius_m": r, "elevation_deg": float(np.rad2deg(el)),
                                      "azimuth_deg": float(np.rad2deg(az))}
@@ -82,21 +82,21 @@ def sample_appearance(cfg: SceneConfig, seed: int, index: int,
     spot = None
     if "spot" in cfg.lights:  # a ring-only scene (lights: {ring: ...}) draws no spot values
         spot_cfg = cfg.lights["spot"]
-        pos, shell = _on_shell(rng, spot_cfg, centre, "lights.spot")
+        pos, shell = _on_shell(rng, spot_cfg, centre)
         spot = {"position_m": pos, "target_m": [float(x) for x in centre], **shell,
-                "intensity": _u(rng, spot_cfg["intensity"], "lights.spot.intensity", 0.0),
+                "intensity": _u(rng, spot_cfg["intensity"]),
                 "cutoff_deg": float(spot_cfg["cutoff_deg"]), "beam_deg": float(spot_cfg["beam_deg"])}
 
     g = cfg.background["ground"]
-    color0 = _color(rng, g["color"], "background.ground.color")
+    color0 = _color(rng, g["color"])
     checker = bool(rng.uniform() < float(g["checker_probability"]))
-    color1 = _color(rng, g["color"], "background.ground.color")
-    scale = _u(rng, g["checker_scale"], "background.ground.checker_scale", 0.0)
-    alpha = _u(rng, g["alpha"], "background.ground.alpha", 1e-4, 1.0)
+    color1 = _color(rng, g["color"])
+    scale = _u(rng, g["checker_scale"])
+    alpha = _u(rng, g["alpha"])
     ground = {"color0": color0, "color1": color1 if checker else color0, "checker": checker,
               "checker_scale": scale, "alpha": alpha, "size_m": float(g["size_m"]), "z_m": float(g["z_m"]),
               "centre_m": [float(centre[0]), float(centre[1])]}
-    env = {"radiance": _u(rng, cfg.background["environment"]["radiance"], "background.environment.radiance", 0.0)}
+    env = {"radiance": _u(rng, cfg.background["environment"]["radiance"])}
     out = {"parts": parts}
     if spot is not None:
         out["spot"] = spot
@@ -104,6 +104,6 @@ def sample_appearance(cfg: SceneConfig, seed: int, index: int,
         from .lights import ring_meta
 
         ring_cfg = cfg.lights["ring"]
-        out["ring"] = {"radiance": _u(rng, ring_cfg["radiance"], "lights.ring.radiance", 0.0), **ring_meta(ring_cfg)}
+        out["ring"] = {"radiance": _u(rng, ring_cfg["radiance"]), **ring_meta(ring_cfg)}
     render_seed = int(rng_for(seed, index, STREAM_RENDER).integers(0, 2**31 - 1))
     return {**out, "ground": ground, "environment": env, "render_seed": render_seed}

@@ -16,7 +16,9 @@ their midpoints at the same positions and stay welded, as the displacement is a 
 of position only.
 
 Units: millimetres, model frame. Vertex normals (when the mesh has them) are interpolated
-linearly at the new vertices and renormalised.
+linearly at the new vertices and renormalised; texture coordinates (when it has them, e.g.
+the brushing direction of ``brushed_conductor``) are interpolated linearly, which keeps the
+parametrisation of each original triangle exactly (a midpoint's uv is its edge's midpoint).
 """
 from __future__ import annotations
 
@@ -68,11 +70,13 @@ def max_edge(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     return np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=2).max(1)
 
 
-def refine_zone(v: np.ndarray, f: np.ndarray, n: np.ndarray | None, zone, target_mm: float):
+def refine_zone(v: np.ndarray, f: np.ndarray, n: np.ndarray | None, zone, target_mm: float,
+                uv: np.ndarray | None = None):
     """Split triangles reaching ``zone`` until they all have edges <= ``target_mm``.
 
-    ``zone(v, f) -> bool (F,)`` selects the triangles reaching the zone. Returns
-    ``(v, f, n, passes)``; unchanged arrays (and 0 passes) when no triangle needs it.
+    ``zone(v, f) -> bool (F,)`` selects the triangles reaching the zone; ``n`` (V, 3) vertex
+    normals and ``uv`` (V, 2) texture coordinates follow the split (or stay None). Returns
+    ``(v, f, n, uv, passes)``; unchanged arrays (and 0 passes) when no triangle needs it.
     Raises :class:`RefinementError` past ``MAX_FACES`` faces or ``MAX_PASSES`` passes."""
     import trimesh
 
@@ -82,14 +86,16 @@ def refine_zone(v: np.ndarray, f: np.ndarray, n: np.ndarray | None, zone, target
     while True:
         sel = zone(v, f)
         if not sel.any() or max_edge(v, f[sel]).max() <= target_mm:
-            return v, f, n, passes
+            return v, f, n, uv, passes
         if passes == MAX_PASSES or len(f) + 3 * int(sel.sum()) > MAX_FACES:
             raise RefinementError(f"mesh too coarse: {passes} passes, {len(f)} faces, zone edges still "
                                   f"> {target_mm:.3f} mm")
-        attrs = {"normal": n} if n is not None else None
-        out = trimesh.remesh.subdivide(v, f, face_index=np.flatnonzero(sel), vertex_attributes=attrs)
+        attrs = {k: a for k, a in (("normal", n), ("uv", uv)) if a is not None}
+        out = trimesh.remesh.subdivide(v, f, face_index=np.flatnonzero(sel), vertex_attributes=attrs or None)
         v, f = np.asarray(out[0], np.float64), np.asarray(out[1], np.int64)
         if n is not None:
             n = np.asarray(out[2]["normal"], np.float64)
             n = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
+        if uv is not None:
+            uv = np.asarray(out[2]["uv"], np.float64)
         passes += 1

@@ -15,6 +15,8 @@ Frames and units
 The scene is built once per *structure* (which objects/parts and material types exist);
 each sample then only writes values through ``mi.traverse`` (poses as vertex positions,
 camera, materials, light, ground, environment): no reload, no kernel recompilation.
+Everything a render reads is rewritten per sample, so a sample does not depend on the
+samples rendered before it in the same process (``MitsubaScene.commit``).
 """
 from __future__ import annotations
 
@@ -244,13 +246,16 @@ class MitsubaScene:
         sensors = {s.id(): i for i, s in enumerate(self.scene.sensors())}
         self.camera_index, self.aov_index = sensors["camera"], sensors["aov_camera"]
         self.mask_index = sensors.get("mask_camera", self.aov_index)
-        # Model-frame vertices (m) and normals in the order Mitsuba loaded them.
-        self._model, self.models_mm, self.normals, self._refined = {}, {}, {}, set()
+        # Model-frame vertices (m), normals and texture coordinates in the order Mitsuba loaded them.
+        self._model, self.models_mm, self.normals, self.texcoords, self._refined = {}, {}, {}, {}, set()
         for s in structure.slots:
             v = np.array(self.params[f"{s.key}.vertex_positions"], dtype=np.float64).reshape(-1, 3) / 1000.0
             n = np.array(self.params[f"{s.key}.vertex_normals"], dtype=np.float64).reshape(-1, 3)
             f = np.array(self.params[f"{s.key}.faces"], dtype=np.int64).reshape(-1, 3)
             n = n if n.size == v.size else None
+            uv_key = f"{s.key}.vertex_texcoords"
+            uv = np.array(self.params[uv_key], np.float64).reshape(-1, 2) if uv_key in self.params else None
+            self.texcoords[s.key] = uv if uv is not None and len(uv) == len(v) else None
             if s.is_extra:  # the spare copy sits turned 180 degrees about the model z axis
                 v = v @ EXTRA_ROTATION.T + extra_offset_mm(cfg.anomalies) / 1000.0
                 n = n @ EXTRA_ROTATION.T if n is not None else None
@@ -327,45 +332,74 @@ class MitsubaScene:
         p["ground.bsdf.diffuse_reflectance.color1.value"] = self._rgb(g["color1"])
         p["ground.bsdf.alpha.value"] = self._scalar(g["alpha"])
         p["environment.radiance.value"] = self._scalar(appearance["environment"]["radiance"])
-        p.update()
+        self.commit()
+
+    def commit(self) -> None:
+        """Apply the written parameters, then let the environment emitter see the scene's
+        bounds as they are now.
+
+        Mitsuba 3.9's ``Scene.parameters_changed`` hands the environment emitter the scene's
+        bounding box *before* recomputing that box from the moved shapes. The ``constant``
+        environment keeps its bounding sphere from it (emitter samples lie 2 radii away, which
+        sets the rounding of every shadow ray towards the environment), so after a geometry
+        change it kept the bounds of the previous update, i.e. of the previous sample: sample
+        i depended on the sample rendered before it in the same process (issue 16: 1 px,
+        ~10 %, between WORKERS=1 and sharded runs). A second notification, with no shape left
+        dirty, only re-reads the current bounds: no acceleration-structure rebuild, no new
+        kernel (opaque bounds)."""
+        self.params.update()
+        self.scene.parameters_changed()
 
     def set_geometry(self, edits: dict, update: bool = True) -> None:
         """Write every slot's vertices for the current poses; ``edits`` maps a slot key to
-        (model vertices mm, normals, faces) replacing the clean mesh, or None to hide the slot.
-        Faces that differ from the clean mesh's (refined around a defect) are written too and
-        restored on the next call without that edit; so is the stain-noise attribute's size."""
+        (model vertices mm, normals, faces, texture coordinates) replacing the clean mesh, or
+        None to hide the slot. Faces and texture coordinates that differ from the clean mesh's
+        (refined around a defect) are written too and restored on the next call without that
+        edit; every call clears the stain noise (``_set_topology``)."""
         mi, p = self.mi, self.params
         self.current_mm = {}
         for s in self.structure.slots:
             T = self.poses[s.instance]
             v, n = self._model[s.key]
-            f = None
+            f = uv = None
             if s.key in edits:
                 if edits[s.key] is None:  # hidden: every triangle collapses to a point 100 m below
-                    self._set_faces(s.key, None, len(v))
+                    self._set_topology(s.key, None, None, len(v))
                     p[f"{s.key}.vertex_positions"] = mi.Float(np.tile([0.0, 0.0, -100.0], len(v)).astype(np.float32))
                     continue
-                v, n, f = edits[s.key][0] / 1000.0, edits[s.key][1], edits[s.key][2]
-            self._set_faces(s.key, f, len(v))
+                v_mm, n, f, uv = edits[s.key]
+                v = v_mm / 1000.0
+            self._set_topology(s.key, f, uv, len(v))
             self.current_mm[s.key] = (v * 1000.0, f if f is not None else self.models_mm[s.key][1])
             p[f"{s.key}.vertex_positions"] = mi.Float((v @ T[:3, :3].T + T[:3, 3]).ravel().astype(np.float32))
             if n is not None:
                 p[f"{s.key}.vertex_normals"] = mi.Float((n @ T[:3, :3].T).ravel().astype(np.float32))
         if update:
-            p.update()
+            self.commit()
 
-    def _set_faces(self, key: str, faces, n_vertices: int) -> None:
-        """Faces of a slot: ``faces`` when they differ from the clean mesh's, else the clean
-        ones (written only when the slot's topology changes); keeps the stain-noise attribute
-        sized to the slot's ``n_vertices`` (those written with these faces)."""
+    def _set_topology(self, key: str, faces, uv, n_vertices: int) -> None:
+        """Faces and per-vertex buffers of a slot besides positions and normals.
+
+        Faces: ``faces`` when they differ from the clean mesh's (refined around a defect),
+        else the clean ones, written when the slot's topology changes. Texture coordinates:
+        ``uv`` with refined faces, else the clean ones, written on every call (Mitsuba resets
+        a mesh's UVs to zeros when its vertex count changes without them: a refined mesh, and
+        every later sample on the clean one, lost the UVs that orient ``brushed_conductor``;
+        rewriting them only on topology changes made the render kernel alternate between two
+        specialisations from sample to sample). The stain-noise attribute is reset to zeros
+        on the slot's ``n_vertices`` every call; ``apply_anomalies`` then writes the noise of
+        this sample's stains only, so no noise outlives its sample."""
         clean = self.models_mm[key][1]
         refined = faces is not None and (faces.shape != clean.shape or not np.array_equal(faces, clean))
-        if not refined and key not in self._refined:
-            return
-        f = faces if refined else clean
-        self.params[f"{key}.faces"] = self.mi.UInt32(f.ravel().astype(np.uint32))
         if key in self.stains:
             self.params[f"{key}.{NOISE_ATTRIBUTE}"] = self.mi.Float(np.zeros(n_vertices, np.float32))
+        if self.texcoords[key] is not None:
+            t = uv if refined else self.texcoords[key]
+            if t is None or len(t) != n_vertices:
+                raise RuntimeError(f"{key}: refined mesh without texture coordinates for its {n_vertices} vertices")
+            self.params[f"{key}.vertex_texcoords"] = self.mi.Float(t.ravel().astype(np.float32))
+        if refined or key in self._refined:
+            self.params[f"{key}.faces"] = self.mi.UInt32((faces if refined else clean).ravel().astype(np.uint32))
         if refined:
             self._refined.add(key)
         else:
@@ -373,7 +407,8 @@ class MitsubaScene:
 
     def apply_anomalies(self, anomalies: list) -> None:
         """Geometry edits and water stains of one sample (after ``update``)."""
-        self.set_geometry(geometry_edits(anomalies, self.structure.slots, self.models_mm, self.normals), update=False)
+        self.set_geometry(geometry_edits(anomalies, self.structure.slots, self.models_mm, self.normals, self.texcoords),
+                          update=False)
         for a in anomalies:
             if a.stain is None:
                 continue
@@ -388,7 +423,7 @@ class MitsubaScene:
                     # vertices of any triangle that reaches a stain (the kernel interpolates N)
                     noise_v = perlin_where_needed(v_mm, a.stain, margin_mm=2 * edge)
                     self.params[f"{s.key}.{NOISE_ATTRIBUTE}"] = self.mi.Float(noise_v.astype(np.float32))
-        self.params.update()
+        self.commit()
 
     def render_stokes(self, seed: int) -> np.ndarray:
         """(H, W, 15) float32 from the ``stokes`` integrator: R, G, B, then S0..S3 (each
@@ -438,7 +473,7 @@ class MitsubaScene:
                 K[0, 2] -= ox
                 K[1, 2] -= oy
                 self._set_intrinsics("mask_camera", intrinsics_to_mitsuba(K, T, T))
-                self.params.update()
+                self.commit()
                 img = mi.render(self.scene, sensor=self.mask_index, integrator=self.aov_integrator, seed=0, spp=1)
                 h, w = min(T, Y1 - oy), min(T, X1 - ox)
                 out[oy - Y0:oy - Y0 + h, ox - X0:ox - X0 + w] = np.array(img, dtype=np.float32)[:h, :w]

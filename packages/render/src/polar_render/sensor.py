@@ -91,20 +91,10 @@ class SensorModel:
     shot_noise: bool = True
 
     def __post_init__(self):
+        from .schema import check_sensor_model   # bounds: polar_render.schema.Dofp (scene key sensor.dofp)
+
+        check_sensor_model({f.name: getattr(self, f.name) for f in fields(self)})
         self.layout = parse_layout(self.layout)
-        self.bit_depth = int(self.bit_depth)
-        if not 1 <= self.bit_depth <= 16:
-            raise ValueError(f"bit_depth must be in 1..16 (uint16 output), got {self.bit_depth}")
-        if not self.full_well_e > 0:
-            raise ValueError(f"full_well_e must be > 0, got {self.full_well_e}")
-        if not self.read_noise_e >= 0:
-            raise ValueError(f"read_noise_e must be >= 0, got {self.read_noise_e}")
-        if not 0 < self.polarizer_transmission <= 1:
-            raise ValueError(f"polarizer_transmission must be in (0, 1], got {self.polarizer_transmission}")
-        if not self.exposure_e_per_radiance > 0:
-            raise ValueError(f"exposure_e_per_radiance must be > 0, got {self.exposure_e_per_radiance}")
-        if self.gain_dn_per_e is not None and not self.gain_dn_per_e > 0:
-            raise ValueError(f"gain_dn_per_e must be > 0, got {self.gain_dn_per_e}")
 
     @property
     def max_dn(self) -> int:
@@ -124,12 +114,12 @@ class SensorModel:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "SensorModel":
-        """Build from a (YAML) mapping with the field names; unknown keys are an error."""
+        """Build from a (YAML) mapping with the field names; unknown keys and bad values are
+        a ValueError naming the key."""
+        from .schema import check_sensor_model
+
         d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown sensor model keys {sorted(unknown)}; known: {sorted(known)}")
+        check_sensor_model(d)
         return cls(**d)
 
     def to_dict(self) -> dict:

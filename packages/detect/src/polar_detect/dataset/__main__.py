@@ -19,6 +19,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from polar_render.limits import InputTooLargeError
+from polar_render.paths import UnsafePathError
+
 from .encodings import DatasetError
 
 DEFAULT_MODALITIES = "intensity,aolp,dolp,normals"
@@ -128,7 +131,7 @@ def main(argv=None) -> int:
 
             _, line = import_polar(args.src, args.out, args.modalities, args.mode, args.layout, args.split,
                                    args.masks, args.scale, args.name, args.overwrite, progress)
-    except (DatasetError, OSError) as exc:
+    except (DatasetError, UnsafePathError, InputTooLargeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(line)

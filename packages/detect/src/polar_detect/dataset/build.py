@@ -77,42 +77,85 @@ INSTANCE_KEYS = ("id", "class", "kind", "area_px", "bbox", "visible_px", "contra
 
 # -- reading renders ----------------------------------------------------------------------
 def list_render_samples(render: Path) -> list[Path]:
+    """Sample directories of a render (sorted); a symlinked one must stay inside the render
+    (``polar_render.paths.contained``: escapes refused, loops reported)."""
     sdir = Path(render) / "samples"
     if not sdir.is_dir():
         raise DatasetError(f"{sdir}: not a render output (no samples/ directory); run `make render` first")
-    dirs = sorted(p for p in sdir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    dirs = []
+    for p in sorted(sdir.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_symlink():
+            _contained(sdir, p.name, sdir, p.name)
+        if p.is_dir():
+            dirs.append(p)
     if not dirs:
         raise DatasetError(f"{sdir}: the render holds no samples")
     return dirs
 
 
+def _contained(root: Path, name, source: Path, key: str) -> Path:
+    from polar_render.paths import UnsafePathError, contained
+
+    try:
+        return contained(root, name, source=source, key=key)
+    except UnsafePathError as exc:
+        raise DatasetError(str(exc)) from None
+
+
 def read_meta(sample_dir: Path) -> dict:
+    """A render sample's meta.json; ``files`` must map names to ``{"path": relative path, ...}``."""
     path = sample_dir / "meta.json"
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except FileNotFoundError:
         raise DatasetError(f"{path}: missing (incomplete render sample?)") from None
     except (OSError, ValueError) as exc:
         raise DatasetError(f"{path}: unreadable: {exc}") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    files = meta.setdefault("files", {})
+    if not isinstance(files, dict):
+        raise DatasetError(f"{path}: files: expected an object {{name: {{path: ...}}}}, got {type(files).__name__}")
+    for name, entry in files.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise DatasetError(f"{path}: files.{name}: expected an object with a 'path' string, got {entry!r}")
+    table = meta.get("anomalies")
+    if table is not None and (not isinstance(table, list) or not all(isinstance(a, dict) for a in table)):
+        raise DatasetError(f"{path}: anomalies: expected a list of objects")
+    for k, a in enumerate(table or []):
+        if isinstance(a.get("id"), bool) or not isinstance(a.get("id"), int) or a["id"] <= 0:
+            raise DatasetError(f"{path}: anomalies[{k}].id: expected a positive integer, got {a.get('id')!r}")
+    return meta
 
 
 def _file(sample_dir: Path, meta: dict, name: str, default: str | None = None) -> Path:
+    """The file ``meta["files"][name]["path"]`` (or ``default``) of a render sample, resolved
+    inside the sample directory."""
     entry = meta.get("files", {}).get(name)
     if entry is None and default is None:
         raise DatasetError(f"{sample_dir / 'meta.json'}: the sample has no {name!r} modality")
-    path = sample_dir / (entry["path"] if entry else default)
+    rel = entry["path"] if entry else default
+    path = _contained(sample_dir, rel, sample_dir / "meta.json", f"files.{name}.path")
     if not path.is_file():
-        raise DatasetError(f"{path}: missing")
+        raise DatasetError(f"{sample_dir / rel}: missing")
     return path
 
 
 def _read(path: Path) -> np.ndarray:
+    """A render image (float TIFF or 16-bit PNG), bounded and finite."""
     from polar_render import io
 
+    from .images import check_bounds, check_finite
+
+    check_bounds(path)
     try:
-        return io.read_float_tiff(path) if path.suffix in (".tif", ".tiff") else io.read_png(path)
+        arr = io.read_float_tiff(path) if path.suffix in (".tif", ".tiff") else io.read_png(path)
     except OSError as exc:
         raise DatasetError(str(exc)) from None
+    check_finite(arr, path)
+    return arr
 
 
 def colour_channels(meta: dict) -> list[str]:
@@ -132,6 +175,16 @@ def read_modality(sample_dir: Path, meta: dict, modality: str) -> np.ndarray:
     if modality == "aolp":
         return enc.encode_aolp(_read(_file(sample_dir, meta, "aolp")))
     return enc.as_hwc(_read(_file(sample_dir, meta, modality)))
+
+
+def _check_shapes(sample_dir: Path, meta: dict, arrays: dict) -> None:
+    """All modalities of a render sample have the first one's size; the odd file is named."""
+    first = next(iter(arrays))
+    hw = arrays[first].shape[:2]
+    for m, a in arrays.items():
+        if a.shape[:2] != hw:
+            raise DatasetError(f"{_file(sample_dir, meta, m)}: image is {a.shape[0]}x{a.shape[1]} (HxW), "
+                               f"the sample's {first} is {hw[0]}x{hw[1]}")
 
 
 def read_mosaic_modalities(sample_dir: Path, meta: dict, modalities) -> dict[str, np.ndarray]:
@@ -354,6 +407,7 @@ def build_from_renders(renders: list, out: str | Path, modalities, seed: int = 0
                 arrays = read_mosaic_modalities(d, meta, wanted)
             else:
                 arrays = {m: read_modality(d, meta, m) for m in wanted}
+                _check_shapes(d, meta, arrays)
             if scaled:
                 s0 = arrays["intensity"] if "intensity" in mods else arrays.pop("intensity")
                 s0_values.append(enc.subsample(s0))

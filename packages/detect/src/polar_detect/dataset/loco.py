@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .encodings import DatasetError
-from .images import list_images, read_image
+from .images import inside, list_images, read_image
 from .mvtec import _write_import
 
 
@@ -68,10 +68,10 @@ def loco_regions(config: dict[int, dict]):
     def read(src: Path, defect: str, image: Path):
         if defect == "good":
             return None, [], {}
-        folder = src / "ground_truth" / defect / image.stem
+        folder = inside(src, f"ground_truth/{defect}/{image.stem}")
         if not folder.is_dir():
             raise DatasetError(f"{folder}: missing ground truth for {image}")
-        files = list_images(folder)
+        files = list_images(folder, inside(src, "."))
         if not files:
             raise DatasetError(f"{folder}: no region masks")
         inst_mask, inst, regions = None, [], {}
@@ -112,10 +112,11 @@ def import_loco(src: str | Path, out: str | Path, seed: int = 0, name: str | Non
         if not (src / sub).is_dir():
             raise DatasetError(f"{src / sub}: missing; expected an MVTec LOCO AD category")
     config = read_defects_config(src / "defects_config.json")
-    items = [("train", "good", p) for p in list_images(src / "train" / "good")]
+    items = [("train", "good", p) for p in list_images(src / "train" / "good", src)]
     for d in sorted(p for p in (src / "test").iterdir() if p.is_dir()):
-        items += [("test", d.name, p) for p in list_images(d)]
-    val = [("val", "good", p) for p in list_images(src / "validation" / "good")] if (src / "validation" / "good").is_dir() else []
+        items += [("test", d.name, p) for p in list_images(d, src)]
+    val = [("val", "good", p) for p in list_images(src / "validation" / "good", src)] \
+        if (src / "validation" / "good").is_dir() else []
     extra = {"defects_config": {str(k): v for k, v in sorted(config.items())},
              "sPRO": "instances carry region_mask + saturation_px per region; mask = union of regions"}
     return _write_import(src, out, items, seed, 0.0, name, overwrite, progress, loco_regions(config),

@@ -42,8 +42,9 @@ from polar_render.io import atomic_dir
 from . import encodings as enc
 from .build import _take
 from .encodings import DatasetError
-from .images import bit_scale, components, list_images, read_image
-from .manifest import read_manifest
+from .images import bit_scale, components, image_size, inside, list_images, read_image, read_png, read_tiff
+from .integrity import check_sample
+from .manifest import manifest_path, read_manifest
 from .writer import DatasetWriter, split_counts, write_png8
 
 GAMMA = 2.2
@@ -83,13 +84,13 @@ def defect_folder(sample: dict) -> str:
 
 def export_mvtec(data: str | Path, out: str | Path, modalities=None, category: str | None = None,
                  overwrite: bool = False, progress: bool = True) -> str:
-    """Write ``<out>/<modality>/<category>/...``; returns a one-line summary."""
-    import cv2
-    import tifffile
+    """Write ``<out>/<modality>/<category>/...``; returns a one-line summary. The files read
+    are checked first (paths, sizes, checksums, NaN: ``integrity.check_sample``)."""
     from tqdm import tqdm
 
     data, out = Path(data), Path(out)
-    m = read_manifest(data)
+    mpath = manifest_path(data)
+    m = read_manifest(mpath)
     mods = enc.check_modalities(modalities or list(m["modalities"]), tuple(m["modalities"]))
     for mod in mods:  # refuse early, before writing anything
         if mod == "stokes":
@@ -97,6 +98,8 @@ def export_mvtec(data: str | Path, out: str | Path, modalities=None, category: s
     category = category or m.get("name") or data.name
     if out.exists() and not overwrite:
         raise DatasetError(f"{out} already exists; pass --overwrite to replace it")
+    exported = [(i, s) for i, s in enumerate(m["samples"]) if s["split"] != "val" and not s.get("ignore_image")]
+    paths = {s["id"]: check_sample(mpath, m, i, s, mods, ("mask",)) for i, s in exported}
     counts = {"train/good": 0, "test/good": 0, "test/anomalous": 0, "val (not exported)": 0,
               "ignore-only (not exported)": 0}
     with atomic_dir(out) as tmp:  # built under a temporary name, renamed into place when complete
@@ -110,23 +113,18 @@ def export_mvtec(data: str | Path, out: str | Path, modalities=None, category: s
             folder = defect_folder(s)
             sub = "train/good" if s["split"] == "train" else f"test/{folder}"
             counts[sub if folder == "good" else "test/anomalous"] += 1
+            files = paths[s["id"]]
             mask = None
             if folder != "good":
-                mask = np.zeros(s["size"], np.uint8)
-                if s.get("mask"):
-                    mk = cv2.imread(str(data / s["mask"]), cv2.IMREAD_UNCHANGED)
-                    if mk is None:
-                        raise DatasetError(f"{data / s['mask']}: missing or unreadable")
-                    mask = np.where(mk > 0, 255, 0).astype(np.uint8)
+                mask = np.zeros(s.get("size") or image_size(files[mods[0]]), np.uint8)
+                if files["mask"] is not None:
+                    mask = np.where(read_png(files["mask"]) > 0, 255, 0).astype(np.uint8)
             for mod in mods:
                 base = tmp / mod / category
                 (base / sub).mkdir(parents=True, exist_ok=True)
-                path = data / s["files"][mod]
-                try:
-                    x = enc.as_hwc(tifffile.imread(path))
-                except Exception as exc:
-                    raise DatasetError(f"{path}: unreadable: {exc}") from None
-                write_png8(base / sub / f"{s['id']}.png", to_png8(mod, x, float(m["modalities"][mod]["scale"])))
+                x = read_tiff(files[mod])
+                scale = float(m["modalities"][mod].get("scale", 1.0))
+                write_png8(base / sub / f"{s['id']}.png", to_png8(mod, x, scale))
                 if mask is not None:
                     gt = base / "ground_truth" / folder
                     gt.mkdir(parents=True, exist_ok=True)
@@ -151,16 +149,20 @@ def import_mvtec(src: str | Path, out: str | Path, seed: int = 0, val_fraction: 
     for sub in ("train/good", "test"):
         if not (src / sub).is_dir():
             raise DatasetError(f"{src / sub}: missing; expected an MVTec AD category (train/good, test/<defect>)")
-    items = [("train", "good", p) for p in list_images(src / "train" / "good")]
+    items = [("train", "good", p) for p in list_images(src / "train" / "good", src)]
     for d in sorted(p for p in (src / "test").iterdir() if p.is_dir()):
-        items += [("test", d.name, p) for p in list_images(d)]
+        items += [("test", d.name, p) for p in list_images(d, src)]
     return _write_import(src, out, items, seed, val_fraction, name, overwrite, progress, mvtec_mask)
 
 
 def mvtec_mask(src: Path, defect: str, image: Path) -> tuple[np.ndarray | None, list[dict], dict]:
+    """Instances of ``ground_truth/<defect>/<stem>_mask.png`` (resolved inside ``src``)."""
     if defect == "good":
         return None, [], {}
-    path = src / "ground_truth" / defect / f"{image.stem}_mask.png"
+    rel = f"ground_truth/{defect}/{image.stem}_mask.png"
+    path = inside(src, rel)
+    if not path.is_file():
+        raise DatasetError(f"{src / rel}: missing")
     mk = read_image(path)
     if mk.ndim == 3:
         mk = mk.max(axis=-1)

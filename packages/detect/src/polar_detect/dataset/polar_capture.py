@@ -46,7 +46,7 @@ import numpy as np
 
 from . import encodings as enc
 from .encodings import DatasetError
-from .images import components, list_images, read_image
+from .images import components, inside, list_images, read_image
 from .writer import DatasetWriter, split_counts
 
 DEFAULT_LAYOUT = ((90, 45), (135, 0))
@@ -171,6 +171,8 @@ def import_polar(src: str | Path, out: str | Path, modalities=("intensity", "aol
     src = Path(src)
     if not src.is_dir():
         raise DatasetError(f"{src}: not a directory of captures")
+    if masks is not None and not Path(masks).is_dir():
+        raise DatasetError(f"{masks}: --masks is not a directory of <frame>.png / <frame>_mask.png masks")
     mods = enc.check_modalities(modalities, CAPTURE_MODALITIES)
     layout = parse_layout(layout)
     mode, frames = find_frames(src, mode)
@@ -190,7 +192,7 @@ def import_polar(src: str | Path, out: str | Path, modalities=("intensity", "aol
             s0_values.append(enc.subsample(polar_modalities(pol, ["intensity"])["intensity"]))
             mask, inst_mask, inst, labelled = None, None, [], masks is not None
             if masks is not None:
-                cands = [Path(masks) / f"{frame}.png", Path(masks) / f"{frame}_mask.png"]
+                cands = [inside(masks, f"{frame}.png"), inside(masks, f"{frame}_mask.png")]
                 found = [p for p in cands if p.is_file()]
                 if found:
                     mk = read_image(found[0])

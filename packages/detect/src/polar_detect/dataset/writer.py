@@ -29,6 +29,10 @@ import tifffile
 from .encodings import DatasetError, as_hwc
 from .manifest import FORMAT, MANIFEST, sha256_file
 
+# what the writer guarantees (read by polar_detect.dataset.integrity)
+INTEGRITY = {"finite": True, "note": "every float image was checked for NaN/inf when written; "
+                                     "samples[].sha256 lists every file a sample names"}
+
 
 def write_png8(path: Path, arr: np.ndarray) -> None:
     """uint8 PNG, (H, W) grey or (H, W, 3) RGB (converted to OpenCV's BGR here)."""
@@ -94,6 +98,10 @@ class DatasetWriter:
         ``regions`` maps instance id -> boolean region mask (stored as ``region_<id>.png``);
         ``ignore`` and ``object_mask`` (boolean-like (H, W)) are stored as 0/255 PNGs and
         listed under the same keys only when given (``ignore`` only when it has a pixel)."""
+        from .images import nonfinite_pixels
+        from .manifest import check_sample_id
+
+        check_sample_id(sid, f"{source}: sample id")
         d = self.tmp / "samples" / sid
         if d.exists():
             raise DatasetError(f"duplicate sample id {sid!r} (from {source})")
@@ -103,6 +111,10 @@ class DatasetWriter:
         shape = None
         for mod, arr in arrays.items():
             arr = as_hwc(arr)
+            bad = nonfinite_pixels(arr)
+            if bad:  # the manifest promises finite images (integrity.finite)
+                raise DatasetError(f"{source}: {mod} has {bad} pixels with NaN or infinite values; refusing to "
+                                   f"write a non-finite image")
             if shape is None:
                 shape = arr.shape[:2]
             elif arr.shape[:2] != shape:
@@ -147,7 +159,7 @@ class DatasetWriter:
         if not any(s["split"] == "train" for s in self.samples) and not extra.pop("allow_empty_train", False):
             raise DatasetError(f"{self.out}: the train split is empty")
         manifest = {"format": FORMAT, "name": self.name, "seed": self.seed, "modalities": modalities,
-                    "classes": dict(sorted(classes.items())), **extra,
+                    "classes": dict(sorted(classes.items())), **extra, "integrity": INTEGRITY,
                     "samples": sorted(self.samples, key=lambda s: s["id"])}
         import json
         (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")

@@ -45,7 +45,8 @@ def predict(model: DRAEM, images: torch.Tensor, trained_size: tuple[int, int] | 
 
 def predict_dataset(model: DRAEM, dataset, batch_size: int = 8,
                     trained_size: tuple[int, int] | None = None, progress: bool = False):
-    """Yield ``(id, map (H,W), score)`` for every item of a contract dataset."""
+    """Yield ``(id, map (H,W), score)`` for every item of a contract dataset; a non-finite
+    map or score raises ``ValueError`` naming the item."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                          collate_fn=lambda b: b)
     if progress:
@@ -54,4 +55,7 @@ def predict_dataset(model: DRAEM, dataset, batch_size: int = 8,
     for batch in loader:
         maps, scores = predict(model, torch.stack([b["image"] for b in batch]), trained_size)
         for item, m, s in zip(batch, maps, scores):
+            if not (bool(torch.isfinite(m).all()) and bool(torch.isfinite(s))):
+                raise ValueError(f"item {item['id']}: non-finite anomaly map or score "
+                                 f"(NaN/inf in the input or the model)")
             yield str(item["id"]), m, float(s)

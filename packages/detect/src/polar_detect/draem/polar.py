@@ -6,8 +6,14 @@ so ``"R+phi+rho+n"`` and ``"intensity,aolp,dolp,normals"`` mean the same thing.
 
 Layout of a trained model directory::
 
-    <dir>/draem.json            {"model": "draem", "inputs": [...], "size": [H, W], ...}
-    <dir>/<input>/model.pt       one DRÆM per input (+ checkpoint.pt while training)
+    <dir>/draem.json                  {"model": "draem", "inputs": [...], "size": [H, W],
+                                       "models": {input: {config_digest, dataset_digest}}, ...}
+    <dir>/<input>/model.safetensors   one DRÆM per input (+ checkpoint.safetensors while
+                                      training, train_config.json); see :mod:`.store`
+
+``draem.json`` is data: it is validated (:func:`read_config`) and input names must stay
+inside the directory. Loading checks that every per-input model is the one ``draem.json``
+records (same run and dataset digests), so a directory left half-retrained is refused.
 """
 from __future__ import annotations
 
@@ -18,25 +24,35 @@ from pathlib import Path
 
 import torch
 
+from .. import modalities as _modalities
+from . import store
 from .infer import predict
-from .model import DRAEM
-from .train import FINAL, TrainConfig, load_model, train
+from .model import DRAEM, SIZE_MULTIPLE
+from .train import (FINAL, TrainConfig, check_trainable, dataset_digest, digest, inspect_run,
+                    read_model, run_record, train)
 
 ALIASES = {"r": "intensity", "i": "intensity", "i_un": "intensity", "intensity": "intensity",
            "phi": "aolp", "aolp": "aolp", "rho": "dolp", "dolp": "dolp", "n": "normals",
            "normals": "normals"}
 CONFIG = "draem.json"
-#: Modalities stored in [-1, 1] by polar_detect.dataset (AoLP as cos/sin 2phi, normals).
-SIGNED = {"aolp", "normals"}
+#: Input (modality) names: also sub-directory names of a model directory.
+NAME = re.compile(r"[A-Za-z0-9_]+")
+#: Largest network side accepted from a draem.json.
+MAX_SIDE = 8192
+#: Signed modalities (AoLP as cos/sin 2phi, normals, Stokes): polar_detect.modalities.TABLE,
+#: the one table PatchCore's augmentation reads too.
+SIGNED = _modalities.SIGNED
 
 
 def modality_config(config: TrainConfig, modality: str) -> TrainConfig:
-    """Adapt value-range settings to a modality: signed ones get SSIM data range 2 and
-    textures mapped to [-1, 1]; others keep the paper's [0, 1]."""
-    if modality not in SIGNED:
+    """Adapt value-range settings to a modality's nominal range
+    (``polar_detect.modalities.nominal_range``): signed ones get SSIM data range 2 and
+    textures mapped to [-1, 1]; others keep the paper's [0, 1]. Unknown names keep [0, 1]."""
+    if modality not in _modalities.TABLE or _modalities.nominal_range(modality) == (0.0, 1.0):
         return config
-    sim = replace(config.simulator, texture_range=(-1.0, 1.0))
-    return replace(config, ssim_max_val=2.0, simulator=sim)
+    lo, hi = _modalities.nominal_range(modality)
+    sim = replace(config.simulator, texture_range=(lo, hi))
+    return replace(config, ssim_max_val=hi - lo, simulator=sim)
 
 
 def parse_inputs(spec: str | list[str]) -> list[str]:
@@ -48,7 +64,63 @@ def parse_inputs(spec: str | list[str]) -> list[str]:
     names = [ALIASES.get(p.strip().lower(), p.strip()) for p in parts if p.strip()]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"bad input list {spec!r}")
+    bad = [n for n in names if not isinstance(n, str) or not NAME.fullmatch(n)]
+    if bad:
+        raise ValueError(f"bad input name(s) {bad} in {spec!r}: letters, digits and _ only")
     return names
+
+
+def _bad(path: Path, key: str, problem: str) -> store.ModelFileError:
+    return store.ModelFileError(f"{path}: {key}: {problem}")
+
+
+def read_config(directory: str | Path) -> dict:
+    """``<directory>/draem.json``, validated: ``inputs`` (non-empty list of distinct names),
+    ``size`` (null or [H, W], positive multiples of 32), optional ``models`` records,
+    ``normalisation`` (object or null) and ``dataset`` (string or null)."""
+    path = Path(directory) / CONFIG
+    if not path.is_file():
+        raise store.ModelFileError(f"{path}: not a DRÆM model directory (no {CONFIG})")
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise store.ModelFileError(f"{path}: unreadable JSON ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise _bad(path, "(top level)", f"expected an object, got {type(cfg).__name__}")
+    inputs = cfg.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise _bad(path, "inputs", f"expected a non-empty list of input names, got {inputs!r}")
+    for i, name in enumerate(inputs):
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise _bad(path, f"inputs.{i}", f"{name!r} is not an input name (letters, digits, _)")
+    if len(set(inputs)) != len(inputs):
+        raise _bad(path, "inputs", f"repeated names in {inputs}")
+    size = cfg.get("size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE
+            and v % SIZE_MULTIPLE == 0 for v in size)):
+        raise _bad(path, "size", f"expected [H, W], positive multiples of {SIZE_MULTIPLE} up to "
+                                 f"{MAX_SIDE}, got {size!r}")
+    models = cfg.get("models")
+    if models is not None:
+        if not isinstance(models, dict):
+            raise _bad(path, "models", f"expected an object, got {type(models).__name__}")
+        for k, rec in models.items():
+            if not isinstance(rec, dict) or not all(
+                    rec.get(f) is None or isinstance(rec.get(f), str)
+                    for f in ("config_digest", "dataset_digest")):
+                raise _bad(path, f"models.{k}", "expected {config_digest, dataset_digest} strings")
+    for key, types in (("normalisation", dict), ("dataset", str)):
+        if cfg.get(key) is not None and not isinstance(cfg[key], types):
+            raise _bad(path, key, f"expected {types.__name__} or null, got {type(cfg[key]).__name__}")
+    return cfg
+
+
+def input_dir(directory: str | Path, cfg: dict, name: str) -> Path:
+    """``<directory>/<name>``, refused if it resolves outside ``directory``."""
+    from polar_render.paths import contained
+    return contained(directory, name, source=Path(directory) / CONFIG,
+                     key=f"inputs.{cfg['inputs'].index(name)}")
 
 
 class PolarDRAEM:
@@ -78,39 +150,60 @@ class PolarDRAEM:
     def load(cls, directory: str | Path, device: str = "cpu",
              inputs: str | list[str] | None = None) -> "PolarDRAEM":
         """Load a trained directory; ``inputs`` selects a subset of its per-input models
-        (e.g. train R+phi+rho+n once, then evaluate R, R+phi, ... from the same models)."""
+        (e.g. train R+phi+rho+n once, then evaluate R, R+phi, ... from the same models).
+        Never unpickles; see :func:`read_config` and :func:`.train.read_model`."""
         d = Path(directory)
-        cfg_path = d / CONFIG
-        if not cfg_path.exists():
-            raise FileNotFoundError(f"{cfg_path}: not a DRÆM model directory")
-        cfg = json.loads(cfg_path.read_text())
+        cfg = read_config(d)
         names = cfg["inputs"] if inputs is None else parse_inputs(inputs)
         missing = [k for k in names if k not in cfg["inputs"]]
         if missing:
-            raise ValueError(f"{cfg_path}: no model for input(s) {missing}; has {cfg['inputs']}")
-        models = {k: load_model(d / k / FINAL, device)[0] for k in names}
+            raise ValueError(f"{d / CONFIG}: no model for input(s) {missing}; has {cfg['inputs']}")
+        models = {}
+        for k in names:
+            path = input_dir(d, cfg, k) / FINAL
+            models[k], meta = read_model(path, device)
+            rec = (cfg.get("models") or {}).get(k)
+            if rec is not None and any(meta.get(f) != rec.get(f)
+                                       for f in ("config_digest", "dataset_digest")):
+                raise store.ModelFileError(
+                    f"{path}: is not the model {d / CONFIG} records for {k!r} (another training "
+                    f"run wrote it, e.g. an interrupted --restart); rerun draem train")
         return cls(models, tuple(cfg["size"]) if cfg.get("size") else None)
 
 
 def train_polar(make_dataset, inputs: str | list[str], out_dir: str | Path,
                 config: TrainConfig | None = None, progress: bool = True,
-                meta: dict | None = None) -> PolarDRAEM:
+                meta: dict | None = None, *, restart: bool = False,
+                identity: dict | None = None, log=None) -> PolarDRAEM:
     """Train one DRÆM per input; ``make_dataset(modality)`` returns its train dataset.
 
     Each input gets the same config and seed (so the simulated anomaly masks are shared
-    across inputs, as in training on co-registered images).
+    across inputs, as in training on co-registered images). Every dataset is built and
+    every input's existing state checked (:func:`.train.inspect_run`) before anything is
+    written or trained. ``identity`` (e.g. ``{"preset": "small"}``) joins the run record.
+    ``draem.json`` (with ``meta``) is written last, atomically.
     """
+    from polar_render.io import write_json
+
     names = parse_inputs(inputs)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     config = config or TrainConfig()
-    models, size = {}, None
+    plans = {}
     for name in names:
-        ds = make_dataset(name)
+        ds, cfg = make_dataset(name), modality_config(config, name)
+        check_trainable(ds, cfg)
+        first = ds[0]["image"]
+        extra = {"input": name, **(identity or {})}
+        record = run_record(cfg, first.shape[-2:], first.shape[0], extra)
+        data = dataset_digest(ds)
+        inspect_run(out / name, record, data, restart)
+        plans[name] = (ds, cfg, extra, record, data)
+    models, records, size = {}, {}, None
+    for name, (ds, cfg, extra, record, data) in plans.items():
         size = tuple(int(s) for s in ds[0]["image"].shape[-2:])
-        models[name] = train(ds, out / name, modality_config(config, name), progress=progress,
-                             extra={"input": name}).eval()
-    (out / CONFIG).write_text(json.dumps({"model": "draem", "inputs": names, "size": list(size),
-                                          "train_config": config.to_dict(), **(meta or {})},
-                                         indent=2))
+        models[name] = train(ds, out / name, cfg, progress=progress, extra=extra,
+                             data_digest=data, restart=restart, log=log).eval()
+        records[name] = {"config_digest": digest(record), "dataset_digest": data}
+    write_json(out / CONFIG, {"model": "draem", "inputs": names, "size": list(size),
+                              "train_config": config.to_dict(), "models": records, **(meta or {})})
     return PolarDRAEM(models, size)

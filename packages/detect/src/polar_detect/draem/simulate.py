@@ -304,8 +304,8 @@ class SimulatedDataset(torch.utils.data.Dataset):
 
     Item ``i`` of epoch ``e`` is simulated with ``default_rng([seed, e, i])``, so the
     stream does not depend on worker count or on resuming. Returns ``{"image": original,
-    "augmented": corrupted, "mask": (1,H,W), "label": float}``.
-    """
+    "augmented": corrupted, "mask": (1,H,W), "label": float, "index": i}`` (``index``
+    names the samples of a batch in error messages)."""
 
     def __init__(self, base, simulator: AnomalySimulator, seed: int = 0):
         self.base, self.simulator, self.seed, self.epoch = base, simulator, seed, 0
@@ -321,4 +321,4 @@ class SimulatedDataset(torch.utils.data.Dataset):
         sim = self.simulator(image, np.random.default_rng([self.seed, self.epoch, i]))
         return {"image": image, "augmented": torch.from_numpy(sim["image"]),
                 "mask": torch.from_numpy(sim["mask"]),
-                "label": torch.tensor(float(sim["label"]))}
+                "label": torch.tensor(float(sim["label"])), "index": i}

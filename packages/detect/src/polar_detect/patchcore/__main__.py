@@ -102,9 +102,20 @@ def _calibrate(model, args, modality):
     return model.calibrate(val, progress=not args.quiet)
 
 
+def _augment(args, modality):
+    """The modality-aware augmentation of ``--augment`` (polar_detect.augment), or None; says
+    which flips/rotations the modality cannot take alone (pol45/pol135)."""
+    if not args.augment:
+        return None
+    from polar_detect.augment import Augment
+    aug = Augment(seed=args.seed, modality=modality)
+    if aug.disabled and not args.quiet:
+        print(f"note: --augment {aug.describe()}", file=sys.stderr)
+    return aug
+
+
 def cmd_train(args):
     import torch
-    from polar_detect.augment import Augment
     from polar_detect.features import FeatureConfig
     from polar_detect.patchcore import PatchCore, SequentialPatchCore
     from polar_detect.patchcore.encoding import InputEncoding
@@ -117,10 +128,10 @@ def cmd_train(args):
                          projection_dim=args.projection_dim, weights=args.weights)
     common = dict(k=args.k, device=args.device, download=not args.no_download,
                   batch_size=args.batch_size or 8, encoding=encoding)
+    augment = _augment(args, modality)
     if args.method == "sequential":
         model = SequentialPatchCore(fcfg, coreset_size=args.coreset_size, **common)
-        model.fit(train, epochs=args.epochs, early_stop=args.early_stop,
-                  augment=Augment(seed=args.seed) if args.augment else None,
+        model.fit(train, epochs=args.epochs, early_stop=args.early_stop, augment=augment,
                   progress=not args.quiet)
     else:
         model = PatchCore(fcfg, ratio=args.ratio, **common).fit(train, progress=not args.quiet)
@@ -136,7 +147,6 @@ def cmd_train(args):
 
 
 def cmd_finetune(args):
-    from polar_detect.augment import Augment
     from polar_detect.patchcore import load_model
     model = load_model(args.model, args.device, download=not args.no_download)
     if model.method != "sequential":
@@ -144,8 +154,7 @@ def cmd_finetune(args):
     modality = _model_modality(model, args)
     train = _dataset(args.data, "train", modality, _size(args.size), model.encoding)
     model.finetune(train, epochs=args.epochs, early_stop=args.early_stop,
-                   augment=Augment(seed=args.seed) if args.augment else None,
-                   progress=not args.quiet)
+                   augment=_augment(args, modality), progress=not args.quiet)
     model.info.setdefault("finetuned_on", []).append(str(Path(args.data) / "manifest.json"))
     thr = _calibrate(model, args, modality)
     path = model.save(args.out)
@@ -201,6 +210,8 @@ def cmd_predict(args):
     modality = _model_modality(model, args)
     norm = _norm_check(model, args, modality)  # before anything is written
     out = Path(args.out)
+    for split in splits:  # dataset checks (paths, sizes, checksums, NaN) before anything is written
+        _dataset(args.data, split, modality, None, model.encoding)
     (out / "maps").mkdir(parents=True, exist_ok=True)
     manifest = Path(args.data) / "manifest.json"
     scores, maps = {}, {}
@@ -241,7 +252,7 @@ def build_parser():
     t.add_argument("--method", choices=["sequential", "original"], default="sequential")
     t.add_argument("--backbone", default="efficientnet_lite0",
                    choices=["efficientnet_lite0", "mobilenet_v3_large", "wide_resnet50"])
-    t.add_argument("--weights", default="imagenet", help="'imagenet' or a .pth path")
+    t.add_argument("--weights", default="imagenet", help="'imagenet' or a .safetensors path")
     t.add_argument("--pool", choices=["seq", "local"], default=None,
                    help="default: seq (kernel 2) for sequential, local (3x3) for original")
     t.add_argument("--projection-dim", type=int, default=0)

@@ -54,7 +54,8 @@ import torch
 
 KINDS = ("scale", "wheel", "affine")
 KIND_OF = {"intensity": "scale", "pol0": "scale", "pol45": "scale", "pol90": "scale",
-           "pol135": "scale", "dolp": "scale", "aolp": "wheel", "normals": "affine"}
+           "pol135": "scale", "dolp": "scale", "aolp": "wheel", "normals": "affine",
+           "normals_learned": "affine"}   # polar_detect.sfp predict: same encoding as normals
 CLIP_OF = {"dolp": True}          # scale kinds clipped to [0, 1]; intensity-like are not
 DEFAULT_PERCENTILE = 99.5
 LOG_LO, LOG_HI, BINS_PER_DECADE = -8, 8, 1000

@@ -312,9 +312,9 @@ class SequentialPatchCore(_PatchCoreBase):
             self.coreset.reset_changes()
             bar = _Progress(len(data), f"epoch {len(self.history)}", progress)
             for imgs, items in iter_batches(data, self.batch_size, labels_only=0):
-                imgs = self.encode(imgs)               # augment in the backbone's range
-                if augment is not None and e > 0:
-                    imgs = augment(imgs)
+                if augment is not None and e > 0:      # stored values, modality-aware
+                    imgs = augment(imgs)               # (polar_detect.augment), then encode
+                imgs = self.encode(imgs)
                 f = self.patch_features(imgs)
                 self.coreset.update(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]))
                 bar.update(len(items))
