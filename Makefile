@@ -3,9 +3,12 @@
 PY      := .venv/bin/python
 comma   := ,
 SCENE   ?= usb_brick
+# SCENE is a name under scenes/ or a path; default folders use the scene's name: NAME for
+# .../NAME/scene.yaml or a folder .../NAME, the file's stem for another .yaml (as the CLI does)
+SCENE_NAME = $(if $(filter %.yaml %.yml,$(SCENE)),$(if $(filter scene.yaml scene.yml,$(notdir $(SCENE))),$(notdir $(patsubst %/,%,$(dir $(SCENE)))),$(basename $(notdir $(SCENE)))),$(notdir $(patsubst %/,%,$(SCENE))))
 N       ?=
 SEED    ?= 0
-OUT     ?= out/$(SCENE)
+OUT     ?= out/$(SCENE_NAME)
 SPP     ?=
 RES     ?=
 LAYOUT  ?=
@@ -22,7 +25,7 @@ EXTRAS  ?=
 PYTEST_ARGS ?=
 BENCH_SCENES ?=
 # dataset / train / eval
-DATA       ?= out/$(SCENE)_data
+DATA       ?= out/$(SCENE_NAME)_data
 RENDERS    ?= $(OUT)
 MODALITIES ?= intensity,aolp,dolp,normals
 TRAIN_RATIO ?= 0.8
@@ -50,10 +53,20 @@ TRAIN_CMD   = $(PY) -m polar_detect.patchcore train --data $(DATA) --modality $(
 PREDICT_CMD = $(PY) -m polar_detect.patchcore predict --model $(RUN)/model.safetensors --data $(DATA)
 endif
 
-.PHONY: help setup render dataset train predict eval all test bench clean check-model
+# make scene: a scene file for your own part (polar_render.scaffold)
+NAME     ?=
+MESH     ?=
+UNIT     ?=
+MATERIAL ?=
+MODE     ?=
+FORCE    ?=
+
+.PHONY: help setup scene render dataset train predict eval all test bench clean check-model
 
 help:
-	@echo "make render SCENE=usb_brick [N=8] [SEED=0] [OUT=out/<scene>] [SPP=16] [RES=640x480] [LAYOUT=<BOP dir>] [CLEAN=1] [DENOISE=none|oidn] [NOISE_SEED=k]"
+	@echo "make scene NAME=bracket MESH='part.stl [lid.obj ...]' [UNIT=mm|cm|m|in] [MATERIAL=plastic|aluminium|...]"
+	@echo "    [MODE=station|drop|topdown] [FORCE=1]   writes scenes/NAME/scene.yaml for your own part (then: make render SCENE=NAME)"
+	@echo "make render SCENE=usb_brick|scenes/x/scene.yaml [N=8] [SEED=0] [OUT=out/<scene name>] [SPP=16] [RES=640x480] [LAYOUT=<BOP dir>] [CLEAN=1] [DENOISE=none|oidn] [NOISE_SEED=k]"
 	@echo "    [LAYOUT_BACKEND=embedded|blenderproc] [BLENDER=<Blender 4.2 dir>]  (blenderproc: make setup EXTRAS=blenderproc)"
 	@echo "make dataset SCENE=... [DATA=out/<scene>_data] [RENDERS='dir ...'] [MODALITIES=intensity,aolp,dolp,normals]"
 	@echo "make train MODEL=draem|seq_patchcore|patchcore DATA=... [INPUTS=R+phi] [MODALITY=intensity] [EPOCHS=..] [SIZE=..]"
@@ -67,6 +80,11 @@ help:
 
 setup:
 	@EXTRAS="$(EXTRAS)" bash scripts/setup.sh
+
+scene: setup
+	@if [ -z "$(NAME)" ] || [ -z "$(MESH)" ]; then echo "usage: make scene NAME=<name> MESH='part.stl [lid.obj ...]' [UNIT=mm] [MATERIAL=plastic] [MODE=station|drop|topdown] [FORCE=1]" >&2; exit 2; fi
+	$(PY) -m polar_render.cli new-scene $(NAME) $(foreach m,$(MESH),--mesh $(m)) $(foreach u,$(UNIT),--unit $(u)) \
+		$(foreach m,$(MATERIAL),--material $(m)) $(if $(MODE),--mode $(MODE)) $(if $(FORCE),--force)
 
 render: setup
 	$(PY) -m polar_render.cli render $(RENDER_ARGS)
@@ -96,7 +114,7 @@ ALL_SPP ?= 8
 ALL_RES ?= 320x240
 ALL_EPOCHS ?= 10
 given    = $(filter command line environment,$(origin $(1)))
-ALL_OUT  = $(if $(call given,OUT),$(OUT),out/$(SCENE)_all)
+ALL_OUT  = $(if $(call given,OUT),$(OUT),out/$(SCENE_NAME)_all)
 ALL_DATA = $(if $(call given,DATA),$(DATA),$(ALL_OUT)_data)
 ALL_RUN  = $(if $(call given,RUN),$(RUN),out/runs/$(notdir $(ALL_DATA))_$(MODEL))
 ALL_EVAL = $(if $(call given,EVAL_OUT),$(EVAL_OUT),$(ALL_RUN)/eval)

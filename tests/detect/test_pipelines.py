@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 import shlex
 import subprocess
@@ -308,3 +309,28 @@ def test_results_mark_thresholded_metrics_of_a_degenerate_threshold(tmp_path):
     assert rows[0]["threshold_degenerate"] == "flags 99 % of normal pixels"
     md = (out / "results.md").read_text()
     assert "| A | 0.5000 | ~~1.0000~~ (trivial) |" in md and "Row A: degenerate threshold" in md
+
+
+def test_variant_of_a_scene_outside_the_repo_loads(tmp_path, monkeypatch):
+    """A preset may vary the user's own scene (meshes next to it, outside assets/): the
+    variant under out/scenes/ names those meshes by absolute path, which the preset allows
+    through POLAR_ASSET_DIRS for itself and its commands; nothing else is allowed."""
+    import shutil
+
+    from polar_render.config import REPO_ROOT, SceneConfigError, load_scene, write_scene_variant
+    from polar_detect.pipelines import write_scenes
+
+    monkeypatch.setenv("POLAR_ASSET_DIRS", "")  # restored (unset) after the test
+    own = tmp_path / "mine"
+    own.mkdir()
+    for f in (REPO_ROOT / "assets" / "usb_brick").glob("*.ply"):
+        shutil.copy(f, own / f.name)
+    text = (REPO_ROOT / "scenes" / "usb_brick" / "scene.yaml").read_text()
+    (own / "scene.yaml").write_text(text.replace("../../assets/usb_brick/", ""))
+    out = tmp_path / "out"
+    stray = write_scene_variant(tmp_path / "elsewhere" / "v.yaml", own / "scene.yaml")
+    with pytest.raises(SceneConfigError, match="outside"):
+        load_scene(stray)
+    write_scenes({"v": (str(own / "scene.yaml"), {"render.spp": 2})}, out)
+    assert load_scene(out / "scenes" / "v.yaml").render["spp"] == 2
+    assert str(own.resolve()) in os.environ["POLAR_ASSET_DIRS"].split(os.pathsep)

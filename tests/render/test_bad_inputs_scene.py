@@ -71,9 +71,9 @@ def _metres(d: Path) -> str:
     return "plug_m.ply"
 
 
-def _obj_format(d: Path) -> str:
-    trimesh.load(ASSETS / "plug.ply", process=False, force="mesh").export(d / "plug.obj")
-    return "plug.obj"
+def _unsupported_format(d: Path) -> str:
+    shutil.copy(ASSETS / "plug.ply", d / "plug.dae")   # a COLLADA name: not a format we read
+    return "plug.dae"
 
 
 def _outside_copy(d: Path) -> Path:
@@ -110,6 +110,57 @@ def _too_many_faces(scene_dir: Path, monkeypatch) -> Path:
 
 
 PLUG_MESH = "objects.1.parts.plug.mesh"
+PLUG = "objects.1.parts.plug"
+
+
+def _part(prepare, **keys):
+    """Setup: usb_brick with the plug replaced by a part whose mesh ``prepare(scene_dir)``
+    writes (returns its name), with the part keys ``keys`` (material metal)."""
+    def make(scene_dir: Path, monkeypatch) -> Path:
+        return write_scene_variant(scene_dir / "scene.yaml", "usb_brick",
+                                   dotted={PLUG: {"mesh": prepare(scene_dir), "material": "metal", **keys}})
+    return make
+
+
+def _bracket_file(name: str, scale: float = 1.0, **kw):
+    """A CAD bracket (tests/render/cad_parts.py) written as ``name`` (format by suffix)."""
+    from .cad_parts import bracket, write_glb, write_obj, write_ply
+
+    def prepare(d: Path) -> str:
+        b = bracket()
+        writer = {".stl": lambda p: p.write_bytes(_scaled(b, scale).export(file_type="stl")),
+                  ".obj": lambda p: write_obj(p, b, scale=scale), ".ply": lambda p: write_ply(p, b, scale=scale, **kw),
+                  ".glb": lambda p: write_glb(p, b, scale=scale)}[Path(name).suffix]
+        writer(d / name)
+        return name
+    return prepare
+
+
+def _scaled(mesh, scale):
+    m = mesh.copy()
+    m.apply_scale(scale)
+    return m
+
+
+def _raw(name: str, data: bytes):
+    def prepare(d: Path) -> str:
+        (d / name).write_bytes(data)
+        return name
+    return prepare
+
+
+def _step_box(d: Path) -> str:
+    from .cad_parts import box_step
+
+    (d / "box.step").write_text(box_step())
+    return "box.step"
+
+
+def _region(**faces):
+    """Setup: usb_brick with ``anomalies.classes.dent.faces`` (or ``anomalies.faces`` via
+    ``at``) set to ``faces``."""
+    at = faces.pop("at", "anomalies.classes.dent.faces")
+    return _variant(**{at.replace(".", "__"): faces})
 
 CASES = [
     # --- lights
@@ -163,7 +214,7 @@ CASES = [
     pytest.param(_variant(default_material="gold"), "default_material", ["'gold'"], id="default-material-missing"),
     # --- objects
     pytest.param(_variant(objects__1__parts__plug__scale=1000), "objects.1.parts.plug.scale",
-                 ["unknown key", "mesh, material"], id="part-scale"),
+                 ["unknown key", "mesh, material", "unit: mm, cm, m or in"], id="part-scale"),
     pytest.param(_variant(objects__1__parts__plug__material="gold"), "objects.1.parts.plug.material",
                  ["'gold'"], id="part-material-missing"),
     pytest.param(_variant(objects__1__parts__plug={"material": "metal"}), "objects.1.parts.plug.mesh",
@@ -265,7 +316,8 @@ CASES = [
     pytest.param(_mesh(_empty), PLUG_MESH, ["empty"], id="mesh-empty"),
     pytest.param(_mesh(_metres), PLUG_MESH, ["looks like metres", "max extent 0.0", "millimetres"],
                  id="mesh-in-metres"),
-    pytest.param(_mesh(_obj_format), PLUG_MESH, ["cannot read mesh"], id="mesh-not-ply"),
+    pytest.param(_mesh(_unsupported_format), PLUG_MESH, ["unsupported mesh format '.dae'", ".stl", ".step"],
+                 id="mesh-unsupported-format"),
     pytest.param(_mesh(lambda d: "../../../etc/hostname"), PLUG_MESH, ["outside"], id="mesh-dotdot-escape"),
     pytest.param(_mesh(_absolute_outside), PLUG_MESH, ["outside"], id="mesh-absolute-outside"),
     pytest.param(_mesh(_symlink_escape), PLUG_MESH, ["outside"], id="mesh-symlink-escape"),
@@ -275,6 +327,62 @@ CASES = [
     pytest.param(_mesh(_directory), PLUG_MESH, ["not a file"], id="mesh-is-a-directory"),
     pytest.param(_too_many_faces, "objects.1.parts.brick_top.mesh", ["faces, above the limit", "POLAR_MAX_MESH_FACES"],
                  id="mesh-too-many-faces"),
+    # --- part meshes of other formats (issue 15): units, normals, health
+    pytest.param(_part(_bracket_file("b.stl", 1e-3)), PLUG_MESH, ["looks like metres", "`unit: m`"],
+                 id="stl-in-metres-without-unit"),
+    pytest.param(_part(_bracket_file("b.ply", 1e-3), unit="cm"), PLUG_MESH, ["looks like metres", "now 'cm'"],
+                 id="ply-in-metres-declared-cm"),
+    pytest.param(_part(_bracket_file("b.stl"), unit="meter"), f"{PLUG}.unit", ["'meter'", "mm, cm, m, in"],
+                 id="unit-misspelt"),
+    pytest.param(_part(_bracket_file("b.stl"), unit=1000), f"{PLUG}.unit", ["1000", "a length unit"],
+                 id="unit-as-scale-factor"),
+    pytest.param(_part(_step_box, unit="mm"), f"{PLUG}.unit", ["STEP file declares its own unit"],
+                 id="step-with-unit"),
+    pytest.param(_part(_bracket_file("b.stl"), normals="smooth"), f"{PLUG}.normals", ["'smooth'", "crease, file"],
+                 id="normals-unknown"),
+    pytest.param(_part(_bracket_file("b.stl"), normals="file"), PLUG_MESH, ["normals: file needs vertex normals",
+                                                                            "STL stores none"],
+                 id="stl-normals-file"),
+    pytest.param(_part(_bracket_file("b.stl"), crease_angle_deg=200), f"{PLUG}.crease_angle_deg", ["[0, 180]"],
+                 id="crease-angle-200"),
+    pytest.param(_part(_bracket_file("b.obj"), normals="file", crease_angle_deg=20), PLUG,
+                 ["crease_angle_deg applies to normals: crease"], id="crease-angle-with-file-normals"),
+    pytest.param(_part(_raw("b.obj", b"v 0 0 0\nv 10 0 nan\nv 0 10 0\nf 1 2 3\n")), PLUG_MESH, ["non-finite"],
+                 id="obj-nan-vertex"),
+    pytest.param(_part(_raw("b.obj", b"# nothing but a comment\n")), PLUG_MESH, ["empty"], id="obj-empty"),
+    pytest.param(_part(_raw("b.glb", b"glTF\x02\x00\x00\x00junk")), PLUG_MESH, ["cannot read mesh"],
+                 id="glb-garbage"),
+    pytest.param(_part(_raw("b.stl", b"\0" * 80 + (99).to_bytes(4, "little") + b"\0" * 50)), PLUG_MESH,
+                 ["truncated binary STL", "99 facets"], id="stl-truncated"),
+    pytest.param(_part(_raw("b.step", b"ISO-10303-21;\nDATA;\nENDSEC;\n")), PLUG_MESH, ["STEP"],
+                 id="step-garbage"),
+    pytest.param(_part(_raw("b.stl", b"solid x\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 10 0 0\n"
+                                     b"vertex 20 0 0\nendloop\nendfacet\nendsolid x\n")), PLUG_MESH,
+                 ["zero area"], id="stl-only-degenerate"),
+    pytest.param(_part(_raw("b.gltf", b'{"asset": {"version": "2.0"}, "buffers": [{"uri": "../../../etc/hostname", '
+                                      b'"byteLength": 4}]}')), PLUG_MESH, ["buffers.0.uri", "outside"],
+                 id="gltf-buffer-escapes"),
+    # --- anomaly regions and off switches
+    pytest.param(_region(), "anomalies.classes.dent.faces", ["give normal and/or group"], id="region-empty"),
+    pytest.param(_region(normal="up"), "anomalies.classes.dent.faces.normal", ["'up'", "+z"],
+                 id="region-normal-word"),
+    pytest.param(_region(normal=[0, 0, 0]), "anomalies.classes.dent.faces.normal", ["non-zero"],
+                 id="region-normal-zero"),
+    pytest.param(_region(normal="+z", within_deg=200), "anomalies.classes.dent.faces.within_deg", ["[0, 180]"],
+                 id="region-within-200"),
+    pytest.param(_region(group="top", within_deg=10), "anomalies.classes.dent.faces", ["within_deg applies to normal"],
+                 id="region-within-without-normal"),
+    pytest.param(_region(normals="+z"), "anomalies.classes.dent.faces.normals", ["did you mean 'normal'"],
+                 id="region-key-typo"),
+    pytest.param(_region(group="top"), "anomalies.classes.dent.faces.group",
+                 ["part 'brick_top'", "no face group 'top'", "none"], id="region-group-missing"),
+    pytest.param(_region(normal=[1, 2, 3], within_deg=0.0, at="anomalies.faces"), "anomalies.faces.normal",
+                 ["no face of part 'brick_top'", "within 0 deg"], id="region-normal-matches-nothing"),
+    pytest.param(_variant(anomalies__classes__missing__faces={"normal": "+z"}), "anomalies.classes.missing.faces",
+                 ["unknown key"], id="region-on-missing"),
+    pytest.param(_variant(background__ground="none"), "background.ground", ["expected a mapping"],
+                 id="ground-off-as-text"),
+    pytest.param(_variant(lights__spot=False), "lights.spot", ["expected a mapping"], id="spot-off-as-false"),
 ]
 
 

@@ -411,7 +411,7 @@ def test_scene_config_errors(tmp_path, case):
 
 def test_plain_scene_loads(tmp_path):
     cfg = load_scene(_scene_file(tmp_path, PLAIN_SCENE + OBJ % (MESH, "default")))
-    assert cfg.name == "plain" and cfg.objects[1].parts[0].mesh == Path(MESH)
+    assert cfg.name == "plain" and cfg.objects[1].parts[0].source == Path(MESH)   # .mesh: converted (crease normals)
 
 
 def test_scene_variant_dotted_overrides(tmp_path):

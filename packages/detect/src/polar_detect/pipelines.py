@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import json
 import re
 import shlex
@@ -101,11 +102,28 @@ def _value(v, env: dict):
     return v
 
 
+def allow_base_scene_dirs(scenes: dict) -> None:
+    """A variant under ``out/scenes/`` names its base scene's meshes by absolute path, outside
+    its own folder; the preset (trusted, it is code) allows those folders as asset
+    directories for itself and every command it runs, through ``POLAR_ASSET_DIRS``."""
+    from polar_render.config import resolve_scene_path
+    from polar_render.schema import ASSET_DIRS_ENV
+
+    dirs = [d for d in os.environ.get(ASSET_DIRS_ENV, "").split(os.pathsep) if d]
+    for base, _ in scenes.values():
+        d = str(resolve_scene_path(base).resolve().parent)
+        if d not in dirs:
+            dirs.append(d)
+    if dirs:
+        os.environ[ASSET_DIRS_ENV] = os.pathsep.join(dirs)
+
+
 def write_scenes(scenes: dict, out: Path) -> None:
     """Write resolved scene-file variants ``{name: (base scene, {dotted.key: value})}`` to
     ``out/scenes/<name>.yaml`` and validate them."""
     from polar_render.config import load_scene, write_scene_variant
 
+    allow_base_scene_dirs(scenes)
     for name, (base, overrides) in scenes.items():
         dest = write_scene_variant(out / "scenes" / f"{name}.yaml", base, dotted=overrides)
         load_scene(dest)  # a bad override fails here, naming the file

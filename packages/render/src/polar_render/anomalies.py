@@ -11,8 +11,8 @@ Classes (scene file ``anomalies.classes``; each with ``weight``, ``parts`` and r
                             welded); normals of moved vertices are recomputed.
 ``scratch``     defect      a groove: the same profile across a band of width w around a
                             planar arc (length, curvature) in the tangent plane at a random
-                            surface point. Its resolution is the mesh's (assets: <= 0.8 mm
-                            edges), so widths below ~1 mm are not representable.
+                            surface point. The mesh is refined around it (``refine.py``) to
+                            edges of at most width / 4.
 ``chip``        defect      a chipped corner: the part's vertices beyond a plane cutting the
                             corner at ``depth_mm`` are projected onto it (a flat facet).
 ``missing``     defect      a part is removed (its triangles collapse to a point).
@@ -39,6 +39,18 @@ computed from ``mask_supersampling`` x ``mask_supersampling`` exact rays per pix
 rays, so the mask covers every pixel whose anti-aliased render it changes.
 Sampling: stream 3 of ``(seed, i)``; a sample is anomalous with ``probability``; it then
 gets ``count`` distinct classes drawn by weight.
+
+Regions (``faces`` of a surface class, or ``anomalies.faces`` for all of them): the centre of
+a dent, bump or scratch lies on a face of the region (face normal within ``within_deg`` of
+``normal`` in the part's model frame, and/or a face group stored with the mesh), a chip cuts a
+corner of the region's faces, and a water stain keeps only the centres whose stain covers
+seen pixels of the region and none outside it. Faces are those of the clean mesh; the pixel
+of a candidate centre knows its triangle from the AOV pass. The anomaly itself may still
+reach across an edge of the region by its radius.
+
+Geometric defects on coarse CAD meshes (a 40 mm face made of two triangles): the mesh is
+split locally around the defect first (``refine.py``), so dents and scratches show whatever
+the tessellation; scene meshes need no particular edge length.
 """
 from __future__ import annotations
 
@@ -57,6 +69,7 @@ CLASSES = {"water_stain": "impurity", "dent": "defect", "bump": "defect", "scrat
 MASK_ORDER = ("missing", "extra", "chip", "dent", "bump", "scratch", "swapped", "water_stain")
 SURFACE = {"dent", "bump", "scratch", "chip"}      # vertex displacements of a part's surface
 GEOMETRIC = SURFACE | {"missing", "extra"}
+REGION_CLASSES = SURFACE | {"water_stain"}          # may be restricted to a region of faces (``faces``)
 def stain_parts(spec: dict) -> set[str]:
     return set(((spec or {}).get("classes") or {}).get("water_stain", {}).get("parts", []))
 
@@ -130,8 +143,11 @@ def sample_anomalies(spec: dict, seed: int, index: int, slots, models_mm: dict, 
     out = []
     for k in sorted(chosen):
         name = names[k]
+        c = spec["classes"][name]
+        if name in REGION_CLASSES and c.get("faces") is None and spec.get("faces") is not None:
+            c = {**c, "faces": spec["faces"]}   # anomalies.faces: the default region of surface classes
         try:
-            a = _SAMPLERS[name](ctx, name, spec["classes"][name], f"anomalies.classes.{name}")
+            a = _SAMPLERS[name](ctx, name, c, f"anomalies.classes.{name}")
         except _Dropped as why:
             if dropped is not None:
                 dropped.append({"class": name, "reason": str(why)})
@@ -162,6 +178,7 @@ class _Context:
     min_px: int
     tries: int
     _edges: dict = field(default_factory=dict)
+    _regions: dict = field(default_factory=dict)
 
     def longest_edge(self, key: str) -> float:
         """Longest edge (mm) of a slot's clean mesh, computed once per slot and sample."""
@@ -172,33 +189,63 @@ class _Context:
     def targets(self, parts) -> list:
         return [s for s in self.base_slots if s.part in parts]
 
-    def pick_visible(self, cands) -> tuple:
-        """(slot, index into its SlotView) of a uniformly drawn candidate pixel over ``cands``."""
-        counts = np.array([self.visible.count(s.key) for s in cands], np.float64)
-        if counts.sum() == 0:
-            raise _Dropped("no visible surface of its parts")
-        s = cands[int(self.rng.choice(len(cands), p=counts / counts.sum()))]
-        sv = self.visible.slots[s.key]
+    def allowed(self, slot, region: dict | None) -> np.ndarray | None:
+        """bool (F,) faces of a slot's clean mesh inside ``region`` (None: no region)."""
+        if region is None:
+            return None
+        key = (slot.key, repr(sorted(region.items())))
+        if key not in self._regions:
+            self._regions[key] = region_faces(region, slot.mesh, *self.models_mm[slot.key])
+        return self._regions[key]
+
+    def candidates(self, slot, region: dict | None = None) -> np.ndarray:
+        """Indices into the slot's SlotView of the pixels an anomaly may be centred on: facing
+        the camera within max_view_angle_deg, and on a face of ``region``."""
+        sv = self.visible.slots.get(slot.key)
+        if sv is None:
+            return np.zeros(0, np.int64)
         idx = sv.candidates(self.visible.min_cos)
-        return s, int(idx[int(self.rng.integers(len(idx)))])
+        allowed = self.allowed(slot, region)
+        if allowed is None:
+            return idx
+        if sv.faces is None:
+            raise RuntimeError("anomaly regions need the triangle index of each pixel (AOV prim_index)")
+        return idx[allowed[np.clip(sv.faces[idx], 0, len(allowed) - 1)]]
+
+    def pick_visible(self, cands, region: dict | None = None) -> tuple:
+        """(slot, index into its SlotView) of a uniformly drawn candidate pixel over ``cands``."""
+        per = [self.candidates(s, region) for s in cands]
+        counts = np.array([len(c) for c in per], np.float64)
+        if counts.sum() == 0:
+            raise _Dropped("no visible surface of its parts" + (" in its region of faces" if region else ""))
+        k = int(self.rng.choice(len(cands), p=counts / counts.sum()))
+        idx = per[k]
+        return cands[k], int(idx[int(self.rng.integers(len(idx)))])
 
 
 def _part_extent(v: np.ndarray) -> float:
     return float((v.max(0) - v.min(0)).max())
 
 
-def _surface_point(ctx: _Context, cands):
-    """(slot, centre mm, unit normal, projected px per mm^2) of a surface point."""
+def _surface_point(ctx: _Context, cands, region: dict | None = None):
+    """(slot, centre mm, unit normal, projected px per mm^2) of a surface point (on a face of
+    ``region`` when given)."""
     if ctx.visible is None:
+        if region is not None:
+            cands = [s for s in cands if ctx.allowed(s, region).any()]
+            if not cands:
+                raise _Dropped("no face of its parts lies in its region")
         target = cands[int(ctx.rng.integers(len(cands)))]
         v, f = ctx.models_mm[target.key]
         tri = v[f]
         area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+        if region is not None:
+            area = area * ctx.allowed(target, region)
         fi = int(ctx.rng.choice(len(f), p=area / area.sum()))
         centre = ctx.rng.dirichlet([1.0, 1.0, 1.0]) @ tri[fi]
         nrm = np.cross(tri[fi, 1] - tri[fi, 0], tri[fi, 2] - tri[fi, 0])
         return target, centre, nrm / np.linalg.norm(nrm), np.inf
-    s, j = ctx.pick_visible(cands)
+    s, j = ctx.pick_visible(cands, region)
     sv = ctx.visible.slots[s.key]
     nrm = sv.normals[j] / np.linalg.norm(sv.normals[j])
     return s, sv.points_mm[j].copy(), nrm, float(sv.px_per_mm[j] ** 2 * sv.cos_view[j])
@@ -210,13 +257,15 @@ def _sample_surface(ctx: _Context, name: str, c: dict, where: str):
     cands = ctx.targets(c["parts"])
     if not cands:
         return None
+    region = c.get("faces")
     best = 0.0
     for _ in range(ctx.tries):
-        target, centre, nrm, px_per_mm2 = _surface_point(ctx, cands)
+        target, centre, nrm, px_per_mm2 = _surface_point(ctx, cands, region)
         v = ctx.models_mm[target.key][0]
         extent = _part_extent(v)
         depth = _u(ctx.rng, c["depth_mm"], f"{where}.depth_mm") * (1.0 if name == "bump" else -1.0)
-        params = {"part": target.part, "centre_mm": centre.tolist(), "normal": nrm.tolist(), "height_mm": depth}
+        params = {"part": target.part, "centre_mm": centre.tolist(), "normal": nrm.tolist(), "height_mm": depth,
+                  **({"faces": region} if region is not None else {})}
         if name == "scratch":  # a planar arc through the centre, in the tangent plane
             t = np.cross(nrm, ctx.rng.normal(size=3))
             t /= np.linalg.norm(t)
@@ -245,19 +294,26 @@ def _sample_chip(ctx: _Context, name: str, c: dict, where: str):
     cands = ctx.targets(c["parts"])
     if not cands:
         return None
+    region = c.get("faces")
+    if region is not None:   # corners of the region's faces only
+        cands = [s for s in cands if ctx.allowed(s, region).any()]
+        if not cands:
+            raise _Dropped("no face of its parts lies in its region")
     best = 0.0
     for _ in range(ctx.tries):
         target = cands[int(ctx.rng.integers(len(cands)))]
-        v = ctx.models_mm[target.key][0]
+        v, f = ctx.models_mm[target.key]
         lo, hi = v.min(0), v.max(0)
         box_corner = np.where(ctx.rng.uniform(size=3) < 0.5, lo, hi)
-        corner = v[np.argmin(np.linalg.norm(v - box_corner, axis=1))]
+        pool = v if region is None else v[np.unique(f[ctx.allowed(target, region)])]
+        corner = pool[np.argmin(np.linalg.norm(pool - box_corner, axis=1))]
         nrm = corner - (lo + hi) / 2
         nrm /= np.linalg.norm(nrm)
         depth = _u(ctx.rng, c["depth_mm"], f"{where}.depth_mm")
         params = {"part": target.part, "corner_mm": corner.tolist(), "normal": nrm.tolist(),
                   "plane_point_mm": (corner - depth * nrm).tolist(), "depth_mm": depth,
-                  "ring_mm": min(depth / 3, ctx.longest_edge(target.key))}
+                  "ring_mm": min(depth / 3, ctx.longest_edge(target.key)),
+                  **({"faces": region} if region is not None else {})}
         if ctx.visible is None:
             return Anomaly(name, target.instance, params)
         # seen when a point inside the cut (a third of the way in) is seen
@@ -315,31 +371,90 @@ def _sample_stain(ctx: _Context, name: str, c: dict, where: str):
                      noise_offset=tuple(float(x) for x in ctx.rng.uniform(0, 200, 3)),
                      grid_origin_mm=origin, grid_dims=dims, centres_mm=centres)
     params = {"parts": [s.part for s in inst_slots]}
+    region = c.get("faces")
+    if region is not None:
+        params["faces"] = region
     if ctx.visible is not None:
-        kept = keep_visible_stains(sp, [ctx.visible.slots.get(s.key) for s in inst_slots], ctx.min_px)
+        views = [ctx.visible.slots.get(s.key) for s in inst_slots]
+        inside = None if region is None else [_pixels_in_region(ctx, s, sv, region) for s, sv in zip(inst_slots, views)]
+        kept = keep_visible_stains(sp, views, ctx.min_px, inside)
         if kept == 0:
-            raise _Dropped(f"no stain shows >= {ctx.min_px} px")
+            raise _Dropped(f"no stain shows >= {ctx.min_px} px" + (" inside its region of faces" if region else ""))
         params["visible_centres"] = kept
+    elif region is not None:
+        if keep_stains_in_region(sp, [(ctx.models_mm[s.key], ctx.allowed(s, region)) for s in inst_slots]) == 0:
+            raise _Dropped("no stain lies inside its region of faces")
     return Anomaly(name, target.instance, params, stain=sp)
+
+
+def _pixels_in_region(ctx: _Context, slot, sv, region: dict) -> np.ndarray | None:
+    """bool per seen pixel of a SlotView: on a face of ``region``."""
+    if sv is None:
+        return None
+    allowed = ctx.allowed(slot, region)
+    if sv.faces is None:
+        raise RuntimeError("anomaly regions need the triangle index of each pixel (AOV prim_index)")
+    return allowed[np.clip(sv.faces, 0, len(allowed) - 1)]
 
 
 STAIN_AWAY_MM = 1e6   # a removed stain centre is moved this far: no surface point is ever inside it
 
 
-def keep_visible_stains(sp: StainParams, views, min_px: int) -> int:
+def keep_visible_stains(sp: StainParams, views, min_px: int, in_region=None) -> int:
     """Remove (move away) the centres of ``sp`` whose stain covers fewer than ``min_px`` of
     the seen pixel centres in ``views`` (SlotViews, None = unseen); return how many remain
-    visible. Evaluated with Algorithm 1 itself (``stain.evaluate``) on the seen points."""
+    visible. Evaluated with Algorithm 1 itself (``stain.evaluate``) on the seen points.
+    ``in_region`` (one bool per seen pixel of each view, or None): only pixels of the
+    region count, and a centre whose stain covers a seen pixel outside it is removed too."""
     from .stain import evaluate
 
-    pts = [sv.points_mm for sv in views if sv is not None and len(sv.pixels)]
+    keep = [k for k, sv in enumerate(views) if sv is not None and len(sv.pixels)]
     counts = np.zeros(len(sp.centres_mm), np.int64)
-    if pts:
-        inside, _, idx, _ = evaluate(np.concatenate(pts), sp)
-        counts = np.bincount(idx[inside], minlength=len(sp.centres_mm))
-    small = counts < min_px
+    outside = np.zeros(len(sp.centres_mm), np.int64)
+    if keep:
+        inside, _, idx, _ = evaluate(np.concatenate([views[k].points_mm for k in keep]), sp)
+        flag = np.ones(len(idx), bool) if in_region is None else np.concatenate([in_region[k] for k in keep])
+        counts = np.bincount(idx[inside & flag], minlength=len(sp.centres_mm))
+        outside = np.bincount(idx[inside & ~flag], minlength=len(sp.centres_mm))
+    small = (counts < min_px) | (outside > 0)
     sp.centres_mm[small] = sp.centres_mm[small] + STAIN_AWAY_MM
     return int((~small).sum())
+
+
+def keep_stains_in_region(sp: StainParams, meshes: list) -> int:
+    """Without a camera: remove the centres of ``sp`` that do not reach a face of the region
+    within the stain radius, or that reach a face outside it within radius + amplitude.
+    ``meshes``: ((vertices mm, faces), allowed faces) of the stain's parts. Returns how many
+    centres remain."""
+    from .refine import faces_reaching
+
+    keep = np.zeros(len(sp.centres_mm), bool)
+    for k, c in enumerate(sp.centres_mm):
+        near_in = near_out = False
+        for (v, f), allowed in meshes:
+            near_in |= bool(faces_reaching(v, f[allowed], c[None], sp.radius_mm).any()) if allowed.any() else False
+            near_out |= bool(faces_reaching(v, f[~allowed], c[None], sp.radius_mm + sp.amplitude_mm).any()) \
+                if (~allowed).any() else False
+        keep[k] = near_in and not near_out
+    sp.centres_mm[~keep] = sp.centres_mm[~keep] + STAIN_AWAY_MM
+    return int(keep.sum())
+
+
+def region_faces(region: dict, mesh_path, v_mm: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """bool (F,) faces of a part's clean mesh (model frame, mm) inside an anomaly region
+    (``faces`` of the scene file): face normal within ``within_deg`` of ``normal`` and/or in
+    the face group ``group`` stored with the mesh (``polar_render.meshes.face_groups``)."""
+    from .meshes import face_groups
+
+    mask = np.ones(len(f), bool)
+    if region.get("normal") is not None:
+        fn = np.cross(v_mm[f[:, 1]] - v_mm[f[:, 0]], v_mm[f[:, 2]] - v_mm[f[:, 0]])
+        fn = fn / np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-300)
+        mask &= fn @ np.asarray(region["normal"], np.float64) >= np.cos(np.radians(float(region.get("within_deg", 15.0)))) - 1e-9
+    if region.get("group") is not None:
+        g = face_groups(mesh_path).get(region["group"])
+        mask &= g if g is not None and len(g) == len(f) else False
+    return mask
 
 
 _SAMPLERS = {"dent": _sample_surface, "bump": _sample_surface, "scratch": _sample_surface,
@@ -541,6 +656,7 @@ class AovView:
     pos: np.ndarray
     nrm: np.ndarray
     depth: np.ndarray
+    face: np.ndarray | None = None    # triangle index within the slot's mesh (-1 / any where slot is -1)
 
 
 DEPTH_EPS_M = 1e-6                    # 1 um

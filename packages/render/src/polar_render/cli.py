@@ -1,15 +1,31 @@
-"""Command line: ``polar-render render|layout`` (the Makefile's ``make render`` calls this)."""
+"""Command line: ``polar-render render|new-scene`` (the Makefile's ``make render`` and ``make scene`` call this).
+
+``render`` renders N samples of a scene; ``new-scene NAME --mesh part.stl`` writes a scene file for
+your own part (``polar_render.scaffold``). Mesh warnings (``polar_render.meshes.MeshWarning``) are
+printed as ``warning: <scene file>: <key>: <problem>``.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
+
+
+def scene_label(scene: str) -> str:
+    """The name a scene argument goes by in default output folders: the scene's folder for
+    ``.../NAME/scene.yaml`` or a folder, the file's stem for another YAML file, else the
+    argument itself (a scene name under scenes/). ``make`` derives OUT the same way."""
+    p = Path(str(scene).rstrip("/"))
+    if p.suffix in (".yaml", ".yml"):
+        return p.parent.name if p.stem == "scene" and p.parent.name else p.stem
+    return p.name or str(scene)
 
 
 def _render(args) -> int:
     from .pipeline import RenderRequest, parse_res, parse_shard, run
 
-    out = args.out if args.out is not None else f"out/{Path(args.scene).stem}"
+    out = args.out if args.out is not None else f"out/{scene_label(args.scene)}"
     req = RenderRequest(scene=args.scene, out=out,
                         n=args.n, seed=args.seed, spp=args.spp, res=parse_res(args.res),
                         layout=Path(args.layout) if args.layout is not None else None, variant=args.variant,
@@ -24,6 +40,35 @@ def _render(args) -> int:
     return 1 if summary.failed else 0
 
 
+def _new_scene(args) -> int:
+    from .scaffold import new_scene
+
+    words = [args.name, *(f"--mesh {Path(m).name}" for m in args.mesh), *(f"--unit {u}" for u in args.unit or []),
+             *(f"--material {m}" for m in args.material or []), f"--mode {args.mode}"]
+    path = new_scene(args.name, args.mesh, args.unit, args.material, args.mode, args.force,
+                     command="polar-render new-scene " + " ".join(words))
+    print(f"wrote {path}\nnext: make render SCENE={args.name}   (or: python -m polar_render.cli render --scene {path})")
+    return 0
+
+
+def _show_mesh_warnings() -> None:
+    """Print mesh warnings as one line ``warning: ...`` each (other warnings as usual)."""
+    from .meshes import MeshWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "_polar_mesh", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, MeshWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show._polar_mesh = True
+    warnings.showwarning = show
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="polar-render", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -31,7 +76,8 @@ def main(argv=None) -> int:
     r.add_argument("--scene", default="usb_brick", help="scene name under scenes/ or path to a scene.yaml")
     r.add_argument("--n", type=int, default=None, help="number of samples N >= 1 (default 8; all frames with --layout)")
     r.add_argument("--seed", type=int, default=0, help="run seed >= 0 (every draw of sample i comes from (seed, i))")
-    r.add_argument("--out", default=None, help="output directory (default out/<scene>)")
+    r.add_argument("--out", default=None, help="output directory (default out/<scene name>: NAME for scenes/NAME or "
+                                               ".../NAME/scene.yaml, the stem of another .yaml)")
     r.add_argument("--spp", type=int, default=None,
                    help="samples per pixel of the Stokes pass, >= 1 (default: the scene's render.spp)")
     r.add_argument("--res", default=None, help="WIDTHxHEIGHT, e.g. 640x480")
@@ -59,10 +105,29 @@ def main(argv=None) -> int:
     r.add_argument("--light-variant", default=None, choices=["none", "rot90", "scale2"],
                    help="override the scene's lights.ring.variant (ring-lit scenes only)")
     r.set_defaults(func=_render)
+    ns = sub.add_parser("new-scene", help="write scenes/NAME/scene.yaml for your own part from its mesh file(s)",
+                        description="Write scenes/NAME/scene.yaml (and copy the meshes beside it): framing and "
+                                    "anomaly sizes computed from the part's size, every key with a comment. "
+                                    "Then: make render SCENE=NAME.")
+    ns.add_argument("name", metavar="NAME", help="scene name (letters, digits, '_', '-')")
+    ns.add_argument("--mesh", action="append", required=True,
+                    help="mesh file (PLY, STL, OBJ, glTF/GLB, STEP); repeat for several parts of one object")
+    ns.add_argument("--unit", action="append", choices=["mm", "cm", "m", "in"],
+                    help="length unit of the mesh files (default mm; glTF/GLB m; STEP: its own): once for all, "
+                         "or once per --mesh")
+    ns.add_argument("--material", action="append", default=None,
+                    help="material preset: plastic (default), glossy_plastic, rough_plastic, aluminium, chrome, "
+                         "copper, diffuse; once for all, or once per --mesh")
+    ns.add_argument("--mode", default="station", choices=["station", "drop", "topdown"],
+                    help="layout: station (fixed top and side views, ring light; default), drop (Polar-Ano "
+                         "domain randomization) or topdown (camera straight above)")
+    ns.add_argument("--force", action="store_true", help="rewrite an existing scene's scene.yaml and meshes")
+    ns.set_defaults(func=_new_scene)
     try:
         args = ap.parse_args(argv)
     except SystemExit as exc:   # argparse has printed the usage error (exit 2) or --help (exit 0)
         return int(exc.code or 0)
+    _show_mesh_warnings()
     from .blenderproc_compat import BlenderProcUnavailable
     from .io import NoSpaceError
     from .layout_blenderproc import LayoutBackendError

@@ -3,8 +3,10 @@
 A scene file names the parts of each BOP object, their materials and every
 randomisation range. Relative paths (meshes) are resolved against the scene file's
 directory. A range is written ``[lo, hi]`` (uniform) or a single number (fixed).
-Units: metres for the world (lights, ground), millimetres for BOP models and meshes,
-degrees for angles in the file (radians in code). See ``scenes/README.md``.
+Units: metres for the world (lights, ground), millimetres for BOP models and meshes (a part's
+``unit`` converts its file), degrees for angles in the file (radians in code). Part meshes of any
+supported format are read, checked and converted at load (``polar_render.meshes``); the
+objects' ``PartSpec.mesh`` is the PLY the renderer reads. See ``scenes/README.md``.
 
 :func:`load_scene` merges ``DEFAULTS``, validates the whole file against the one schema
 (``polar_render.schema``: every key, type, bound and mesh, before any work; one error line per
@@ -32,8 +34,9 @@ class SceneConfigError(ValueError):
 @dataclass(frozen=True)
 class PartSpec:
     name: str
-    mesh: Path          # PLY in millimetres, in the object's BOP model frame
+    mesh: Path          # the PLY the renderer reads: mm, object's BOP model frame (polar_render.meshes)
     material: str       # key into SceneConfig.materials
+    source: Path | None = None   # the mesh file the scene names (mesh itself unless it was converted)
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,8 @@ def load_scene(name_or_path: str | os.PathLike) -> SceneConfig:
     if model.default_material not in materials:   # only "default" gets here (schema)
         materials["default"] = IMPLICIT_DEFAULT_MATERIAL.dump()
     objects = {oid: ObjectSpec(oid, o.name or f"obj_{oid:06d}",
-                               tuple(PartSpec(pname, meshes[oid, pname], p.material or model.default_material)
+                               tuple(PartSpec(pname, meshes[oid, pname], p.material or model.default_material,
+                                              (path.parent / p.mesh).resolve())
                                      for pname, p in o.parts.items()))
                for oid, o in model.objects.items()}
     return SceneConfig(name=model.name or path.parent.name, path=path, objects=objects,

@@ -60,7 +60,8 @@ from . import bop
 from .geometry import look_at_w2c, pose_matrix
 
 __all__ = ["LayoutConfig", "sample_scene", "generate_layout", "write_layout_models", "camera_matrix",
-           "REST_LIN_SPEED_M_S", "REST_ANG_SPEED_RAD_S"]
+           "REST_LIN_SPEED_M_S", "REST_ANG_SPEED_RAD_S", "drop_framing", "topdown_framing", "station_eye",
+           "framing_distance_m"]
 
 TIME_STEP_S = 1.0 / 240.0
 REST_LIN_SPEED_M_S = 2e-3      # "at rest": every object slower than this ...
@@ -305,6 +306,49 @@ def station_camera(points_m: np.ndarray, centre_m: np.ndarray, view: dict, fill:
     turn = Rotation.from_rotvec(np.radians(rng.uniform(-cfg.camera_angle_deg, cfg.camera_angle_deg, 3))).as_matrix()
     R = turn @ R
     return R, -R @ (eye * 1000.0)
+
+
+# ----------------------------------------------------------------------------- framing from the part's size
+# (``polar_render.scaffold``: ``new-scene`` writes layouts whose part fills a set share of the image)
+
+def framing_distance_m(extent_mm: float, fx: float, side_px: int, fill: float) -> float:
+    """Distance (m) at which a length ``extent_mm`` facing the camera spans ``fill`` of
+    ``side_px`` pixels with focal length ``fx`` (px): ``extent * fx / (fill * side)``."""
+    return extent_mm * 1e-3 * fx / (fill * side_px)
+
+
+def drop_framing(size_mm, width: int, height: int, fx: float, fill: float = 0.5) -> dict:
+    """Camera shell of a drop layout for a part of bounding-box ``size_mm`` (x, y, z): the
+    part's diagonal (its largest extent from any direction) spans ``fill`` of the shorter
+    image side at the middle of ``radius_m`` (+-10 %); look-at jitter 5 % and drop area 50 %
+    of the largest extent."""
+    size = np.asarray(size_mm, np.float64)
+    r = framing_distance_m(float(np.linalg.norm(size)), fx, min(width, height), fill)
+    return {"radius_m": [round(0.9 * r, 4), round(1.1 * r, 4)],
+            "look_at_jitter_mm": round(0.05 * float(size.max()), 3), "xy_range_mm": round(0.5 * float(size.max()), 3)}
+
+
+def topdown_framing(size_mm, width: int, height: int, fx: float, fill: float = 0.8) -> dict:
+    """Camera height of a topdown layout (image x = world x, image y = world -y): the part's
+    x extent spans at most ``fill`` of the width and its y extent at most ``fill`` of the
+    height; the height is measured from the support, so the part's own height is added.
+    xy jitter: 2 % of the largest extent."""
+    sx, sy, sz = (float(x) for x in size_mm)
+    d = max(framing_distance_m(sx, fx, width, fill), framing_distance_m(sy, fx, height, fill)) + sz * 1e-3
+    return {"distance_m": round(d, 4), "xy_jitter_mm": round(0.02 * max(sx, sy, sz), 3)}
+
+
+def station_eye(size_mm, view: dict, width: int, height: int, fx: float, fill: float) -> np.ndarray:
+    """Nominal eye position (m, world) of a station view for a part of bounding-box
+    ``size_mm`` resting centred on the fixture (no tolerances): what :func:`station_camera`
+    computes at render time."""
+    size = np.asarray(size_mm, np.float64) * 1e-3
+    corners = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (0.0, 1.0)]) * size
+    centre = np.array([0.0, 0.0, size[2] / 2])
+    cfg = LayoutConfig(instances=[1], width=width, height=height, fx=fx, fy=fx, mode="station",
+                       views={"v": view})
+    R, t = station_camera(corners, centre, view, fill, cfg, np.random.default_rng(0))
+    return -R.T @ (t / 1000.0)
 
 
 def _frames(split, scene_id, objects, cameras, cfg: LayoutConfig) -> list[bop.Frame]:

@@ -87,15 +87,17 @@ def sample_appearance(cfg: SceneConfig, seed: int, index: int,
                 "intensity": _u(rng, spot_cfg["intensity"]),
                 "cutoff_deg": float(spot_cfg["cutoff_deg"]), "beam_deg": float(spot_cfg["beam_deg"])}
 
-    g = cfg.background["ground"]
-    color0 = _color(rng, g["color"])
-    checker = bool(rng.uniform() < float(g["checker_probability"]))
-    color1 = _color(rng, g["color"])
-    scale = _u(rng, g["checker_scale"])
-    alpha = _u(rng, g["alpha"])
-    ground = {"color0": color0, "color1": color1 if checker else color0, "checker": checker,
-              "checker_scale": scale, "alpha": alpha, "size_m": float(g["size_m"]), "z_m": float(g["z_m"]),
-              "centre_m": [float(centre[0]), float(centre[1])]}
+    g = cfg.background.get("ground")   # None: background.ground: null (no ground, no draws)
+    ground = None
+    if g is not None:
+        color0 = _color(rng, g["color"])
+        checker = bool(rng.uniform() < float(g["checker_probability"]))
+        color1 = _color(rng, g["color"])
+        scale = _u(rng, g["checker_scale"])
+        alpha = _u(rng, g["alpha"])
+        ground = {"color0": color0, "color1": color1 if checker else color0, "checker": checker,
+                  "checker_scale": scale, "alpha": alpha, "size_m": float(g["size_m"]), "z_m": float(g["z_m"]),
+                  "centre_m": [float(centre[0]), float(centre[1])]}
     env = {"radiance": _u(rng, cfg.background["environment"]["radiance"])}
     out = {"parts": parts}
     if spot is not None:
@@ -106,4 +108,5 @@ def sample_appearance(cfg: SceneConfig, seed: int, index: int,
         ring_cfg = cfg.lights["ring"]
         out["ring"] = {"radiance": _u(rng, ring_cfg["radiance"]), **ring_meta(ring_cfg)}
     render_seed = int(rng_for(seed, index, STREAM_RENDER).integers(0, 2**31 - 1))
-    return {**out, "ground": ground, "environment": env, "render_seed": render_seed}
+    return {**out, **({"ground": ground} if ground is not None else {}), "environment": env,
+            "render_seed": render_seed}

@@ -164,7 +164,8 @@ def _view(aov: np.ndarray, frame: Frame, scene: MitsubaScene) -> AovView:
     for reg, s in scene.shape_registry.items():
         slot[sid == reg] = index[s.key]
     _, _, n, depth = aov_products(aov, frame, scene)
-    return AovView(slot, aov[..., 0:3], n, depth)
+    face = np.rint(aov[..., 7]).astype(np.int64) if aov.shape[-1] > 7 else None   # triangle index (regions)
+    return AovView(slot, aov[..., 0:3], n, depth, face)
 
 
 def render_images(scene: MitsubaScene, frame: Frame, appearance: dict, mode: str,

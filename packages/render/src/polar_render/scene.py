@@ -34,7 +34,9 @@ from .stain import NOISE_ATTRIBUTE, perlin_where_needed, register_plugins
 from .textures import register_textures
 
 OPENCV_TO_MITSUBA_CAM = np.diag([-1.0, -1.0, 1.0, 1.0])
-AOV_SPEC = "pos:position,nrm:sh_normal,sid:shape_index"
+# channel 7: the triangle index within its shape (face groups / orientations of anomaly regions)
+AOV_SPEC = "pos:position,nrm:sh_normal,sid:shape_index,fid:prim_index"
+AOV_CHANNELS = 8
 # Denoiser guides (render.denoise: oidn), a separate pass on the Stokes camera: first-hit
 # diffuse albedo (3) and world-space shading normal (3), box filter like the Stokes pass.
 GUIDE_SPEC = "alb:albedo,nrm:sh_normal"
@@ -179,7 +181,9 @@ class MitsubaScene:
         # Lights are structure (from the scene file, never from per-sample draws): the spot
         # only when ``lights.spot`` is given, the hexagonal ring's six fixed panels when
         # ``lights.ring`` is (its geometry is per run; only its radiance changes per sample).
-        if "spot" not in cfg.lights:
+        if "ground" not in cfg.background:   # background.ground: null
+            del d["ground"]
+        if "spot" not in cfg.lights:         # lights.spot: null, or a ring-only scene
             del d["spot"]
         else:  # cone angles are structure (scene file), set once: rewriting them re-specialises kernels
             d["spot"]["cutoff_angle"] = float(cfg.lights["spot"]["cutoff_deg"])
@@ -266,9 +270,11 @@ class MitsubaScene:
         ids = np.array(drjit.reinterpret_array(mi.UInt32, mi.ShapePtr(self.scene.shapes()))).ravel()
         by_key = {sh.id(): int(i) for sh, i in zip(self.scene.shapes(), ids)}
         self.shape_registry = {by_key[s.key]: s for s in structure.slots}
-        self._ground_quad = (np.array(self.params["ground.vertex_positions"], np.float64).reshape(-1, 3),
-                             np.array(self.params["ground.vertex_texcoords"], np.float64).reshape(-1, 2))
-        self.ground_registry = by_key["ground"]
+        self._ground_quad, self.ground_registry = None, None
+        if "ground" in by_key:
+            self._ground_quad = (np.array(self.params["ground.vertex_positions"], np.float64).reshape(-1, 3),
+                                 np.array(self.params["ground.vertex_texcoords"], np.float64).reshape(-1, 2))
+            self.ground_registry = by_key["ground"]
 
     # Per-sample values are passed as *opaque* Dr.Jit variables. Plain Python floats become
     # kernel literals, and Dr.Jit merges equal literals, so the kernel's shape would depend
@@ -323,7 +329,15 @@ class MitsubaScene:
             p["spot.intensity.value"] = self._scalar(sp["intensity"])
         for key in self.ring_radiance_keys:
             p[key] = self._scalar(appearance["ring"]["radiance"])
-        g = appearance["ground"]
+        g = appearance.get("ground")
+        if g is not None and self._ground_quad is not None:
+            self._set_ground(g)
+        p["environment.radiance.value"] = self._scalar(appearance["environment"]["radiance"])
+        self.commit()
+
+    def _set_ground(self, g: dict) -> None:
+        """Size, position, checker and roughness of the ground quad (sampled ``ground``)."""
+        mi, p = self.mi, self.params
         half = g["size_m"] / 2.0
         quad = self._ground_quad
         p["ground.vertex_positions"] = mi.Float((quad[0] * [half, half, 0.0] + [g["centre_m"][0], g["centre_m"][1], g["z_m"]]).ravel().astype(np.float32))
@@ -331,8 +345,6 @@ class MitsubaScene:
         p["ground.bsdf.diffuse_reflectance.color0.value"] = self._rgb(g["color0"])
         p["ground.bsdf.diffuse_reflectance.color1.value"] = self._rgb(g["color1"])
         p["ground.bsdf.alpha.value"] = self._scalar(g["alpha"])
-        p["environment.radiance.value"] = self._scalar(appearance["environment"]["radiance"])
-        self.commit()
 
     def commit(self) -> None:
         """Apply the written parameters, then let the environment emitter see the scene's
@@ -449,7 +461,8 @@ class MitsubaScene:
         p[f"{cam}.principal_point_offset_y"] = intr["principal_point_offset_y"]
 
     def render_aov(self, supersampled: bool = False, crop: tuple | None = None) -> np.ndarray:
-        """(H, W, 7) float32: world position (3), shading normal (3), shape registry id (1);
+        """(H, W, 8) float32: world position (3), shading normal (3), shape registry id (1),
+        triangle index within the shape (1, exact below 2^24);
         one ray through each pixel centre, box filter, so values are exact per pixel.
         ``supersampled``: the same on the (H*s, W*s) sub-pixel grid (s = mask_ss);
         ``crop``: (x0, y0, x1, y1) in pixels, only that region is returned (and, supersampled,
@@ -466,7 +479,7 @@ class MitsubaScene:
         s, T = self.mask_ss, MASK_TILE
         x0, y0, x1, y1 = crop if crop is not None else (0, 0, self.width, self.height)
         X0, Y0, X1, Y1 = x0 * s, y0 * s, x1 * s, y1 * s
-        out = np.empty((Y1 - Y0, X1 - X0, 7), np.float32)
+        out = np.empty((Y1 - Y0, X1 - X0, AOV_CHANNELS), np.float32)
         for oy in range(Y0, Y1, T):
             for ox in range(X0, X1, T):
                 K = self._K_ss.copy()

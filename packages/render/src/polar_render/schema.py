@@ -9,15 +9,18 @@ Unknown keys are errors everywhere; numbers must be finite; ranges are ``[lo, hi
 parts, views) are ``[A-Za-z0-9_-]+``.
 
 Units (as in the scene files): metres for the world (lights, ground, cameras), millimetres for
-meshes, BOP models and anomaly sizes, degrees for angles, centimetres for the drop height.
+meshes (a part's ``unit`` converts its file), BOP models and anomaly sizes, degrees for angles,
+centimetres for the drop height.
 
 Cross-key rules checked after the types (each names its key): materials named by
 ``default_material`` and parts exist; ``layout.instances`` are described ``objects``;
 anomaly ``parts``/``pairs`` name parts of the objects; a mono Mitsuba variant needs
-``sensor.mode: mono``; and every part mesh resolves inside the scene's folder, the repo's
-``assets/`` or a directory of ``POLAR_ASSET_DIRS`` (``os.pathsep``-separated extra asset
-directories), is a readable PLY with faces, within ``POLAR_MAX_MESH_FACES``, and in
-millimetres (the BOP model check of ``polar_render.bop``).
+``sensor.mode: mono``; STEP parts give no ``unit``; every part mesh resolves inside the
+scene's folder, the repo's ``assets/`` or a directory of ``POLAR_ASSET_DIRS``
+(``os.pathsep``-separated extra asset directories), is a readable mesh of a supported format
+with faces, within ``POLAR_MAX_MESH_FACES``, and at least 1 mm large after its unit; it is
+then converted for the renderer (``polar_render.meshes``: crease normals, health warnings);
+and anomaly regions (``faces``) name face groups the meshes have, or directions some face has.
 
 ``python -m polar_render.schema`` prints the key reference (the table in ``scenes/README.md``);
 ``--write-readme`` refreshes that table.
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
+import numpy as np
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, ValidationError,
                       field_validator, model_validator)
 
@@ -42,6 +46,7 @@ from . import config as _config
 from .anomalies import CLASSES
 from .denoise import METHODS as DENOISE_METHODS
 from .layout import LayoutConfig
+from .meshes import DEFAULT_CREASE_DEG, NORMALS as MESH_NORMALS, UNITS_MM
 from .lights import RING_DEFAULTS, VARIANTS as RING_VARIANTS
 from .sensor import SensorModel, parse_layout
 from .visibility import DEFAULT_MAX_VIEW_ANGLE_DEG, DEFAULT_MIN_VISIBLE_PX
@@ -337,10 +342,31 @@ IMPLICIT_DEFAULT_MATERIAL = Pplastic(type="pplastic", color=[0.0, 1.0], alpha=[0
 # --- objects
 
 class Part(_Section):
-    mesh: Text = Field(..., description="PLY in millimetres in the object's BOP model frame, relative to the scene "
-                                        "file's folder (or inside assets/ or POLAR_ASSET_DIRS); vertex normals used "
-                                        "if present, else flat faces")
+    mesh: Text = Field(..., description="mesh file (PLY, STL, OBJ, glTF/GLB, STEP) in the object's BOP model frame, "
+                                        "relative to the scene file's folder (or inside assets/ or POLAR_ASSET_DIRS); "
+                                        "see 'Part meshes' in scenes/README.md")
     material: Optional[Name] = Field(None, description="key of materials (default: default_material)")
+    unit: Optional[_choice(tuple(UNITS_MM), "a length unit")] = Field(
+        None, description="length unit of the file, converted to mm (default mm; glTF/GLB: m; STEP: its own, "
+                          "not settable)")
+    normals: _choice(MESH_NORMALS, "a normals mode") = Field(
+        "crease", description="crease: shading normals recomputed, split at crease_angle_deg (flat faces flat, "
+                              "curved faces smooth); file: the file's vertex normals as they are")
+    crease_angle_deg: Number(0.0, 180.0) = Field(
+        DEFAULT_CREASE_DEG, description="normals: crease: faces meeting at a larger dihedral angle get split normals "
+                                        "(0 = every face flat)")
+
+    @model_validator(mode="after")
+    def _crease_needs_crease(self):
+        if "crease_angle_deg" in self.model_fields_set and self.normals != "crease":
+            raise ValueError("crease_angle_deg applies to normals: crease (normals: file keeps the file's normals)")
+        return self
+
+    def options(self):
+        """The part's :class:`polar_render.meshes.MeshOptions`."""
+        from .meshes import MeshOptions
+
+        return MeshOptions(self.unit, self.normals, float(self.crease_angle_deg))
 
 
 class ObjectSpecModel(_Section):
@@ -470,14 +496,11 @@ class Ring(_Section):
 
 
 class Lights(_Section):
-    spot: Optional[Spot] = Field(None, description="spot light (default present unless the file names only ring)")
+    """Emitters besides the environment; ``spot: null`` switches the default spot off (a file naming only
+    ``ring`` has no spot either; with neither, the environment light alone lights the scene)."""
+    spot: Optional[Spot] = Field(None, description="spot light (default present unless the file names only ring; "
+                                                   "null: none)")
     ring: Optional[Ring] = Field(None, description="hexagonal ring light")
-
-    @model_validator(mode="after")
-    def _some_light(self):
-        if self.spot is None and self.ring is None:
-            raise ValueError("name a spot and/or a ring light")
-        return self
 
 
 # --- background, sensor, render
@@ -499,7 +522,8 @@ class Environment(_Section):
 
 
 class Background(_Section):
-    ground: Ground = Field(default_factory=Ground, description="support plane")
+    ground: Optional[Ground] = Field(default_factory=Ground, description="support plane (null: none, the part "
+                                                                         "floats in the environment light)")
     environment: Environment = Field(default_factory=Environment, description="environment light")
 
 
@@ -562,6 +586,51 @@ class _OnParts(_Class):
     parts: list[Name] = Field(..., min_length=1, description="part names it may hit")
 
 
+DIRECTIONS = {"+x": [1.0, 0.0, 0.0], "-x": [-1.0, 0.0, 0.0], "+y": [0.0, 1.0, 0.0], "-y": [0.0, -1.0, 0.0],
+              "+z": [0.0, 0.0, 1.0], "-z": [0.0, 0.0, -1.0]}
+
+
+def _direction(v):
+    """A unit direction: one of +x, -x, +y, -y, +z, -z or [x, y, z] (normalised), model frame."""
+    if isinstance(v, str):
+        if v not in DIRECTIONS:
+            raise ValueError(f"expected one of {', '.join(DIRECTIONS)} or [x, y, z], got {v!r}")
+        return DIRECTIONS[v]
+    if not isinstance(v, (list, tuple)) or len(v) != 3:
+        raise ValueError(f"expected one of {', '.join(DIRECTIONS)} or [x, y, z], got {v!r}")
+    x = [float(_real(c)) for c in v]
+    n = math.sqrt(sum(c * c for c in x))
+    if n == 0:
+        raise ValueError(f"a direction needs a non-zero vector, got {list(v)!r}")
+    return [c / n for c in x]
+
+
+Direction = Annotated[Any, Bounds(kind="+x, -x, +y, -y, +z, -z or [x, y, z]"), PlainValidator(_direction)]
+
+
+class FaceRegion(_Section):
+    """Where on its parts an anomaly may be centred, in each part's model frame (the mesh file's axes, after
+    ``unit``); e.g. ``faces: {normal: +z}`` = the faces facing up (the top face)."""
+    normal: Optional[Direction] = Field(None, description="faces whose normal lies within within_deg of this "
+                                                          "direction")
+    within_deg: Number(0.0, 180.0) = Field(15.0, description="tolerance of normal (deg)")
+    group: Optional[Text] = Field(None, description="faces of this face group stored in the mesh (OBJ g/o, glTF "
+                                                    "node, STEP product, PLY face property 'group')")
+
+    @model_validator(mode="after")
+    def _something(self):
+        if self.normal is None and self.group is None:
+            raise ValueError("give normal and/or group (faces of both when both are given)")
+        if "within_deg" in self.model_fields_set and self.normal is None:
+            raise ValueError("within_deg applies to normal")
+        return self
+
+
+class _OnSurface(_OnParts):
+    faces: Optional[FaceRegion] = Field(None, description="only these faces of the parts (default: "
+                                                          "anomalies.faces, else all)")
+
+
 def _one_size(model, *sizes: str):
     for k in sizes:
         given = [x for x in (f"{k}_mm", f"{k}_rel") if getattr(model, x) is not None]
@@ -571,7 +640,7 @@ def _one_size(model, *sizes: str):
     return model
 
 
-class WaterStain(_OnParts):
+class WaterStain(_OnSurface):
     """Algorithm 1 (``stain.py``) on the listed parts of an object instance (impurity)."""
     radius_mm: Range(0.0) = Field(..., description="stain radius r (mm)")
     cell_mm: Range(0.0, lo_open=True) = Field(..., description="jittered-grid cell size (mm)")
@@ -590,7 +659,7 @@ class WaterStain(_OnParts):
         return self
 
 
-class _Bulge(_OnParts):
+class _Bulge(_OnSurface):
     radius_mm: Range(0.0, lo_open=True) = Field(None, description="radius R (mm); or radius_rel")
     radius_rel: Range(0.0, 1.0, lo_open=True) = Field(None, description="R as a share of the part's largest extent")
     depth_mm: Range(0.0) = Field(..., description="height of the profile depth * (1 - (d/R)^2)^2 (mm)")
@@ -608,7 +677,7 @@ class Bump(_Bulge):
     """The same outwards (defect)."""
 
 
-class Scratch(_OnParts):
+class Scratch(_OnSurface):
     """A groove along a planar arc in the tangent plane (defect)."""
     length_mm: Range(0.0, lo_open=True) = Field(None, description="arc length (mm); or length_rel")
     length_rel: Range(0.0, 1.0, lo_open=True) = Field(None, description="length as a share of the part's largest extent")
@@ -622,7 +691,7 @@ class Scratch(_OnParts):
         return _one_size(self, "length", "width")
 
 
-class Chip(_OnParts):
+class Chip(_OnSurface):
     """A chipped corner cut flat at depth_mm (defect)."""
     depth_mm: Range(0.0, lo_open=True) = Field(..., description="cut depth from the corner (mm)")
 
@@ -682,6 +751,8 @@ class Anomalies(_Section):
         DEFAULT_MIN_VISIBLE_PX, description="smaller instances are redrawn, dropped or flagged")
     max_view_angle_deg: Number(0.0, 89.0) = Field(
         DEFAULT_MAX_VIEW_ANGLE_DEG, description="centres only on surfaces facing the camera within this angle")
+    faces: Optional[FaceRegion] = Field(None, description="default region of every surface class (water_stain, "
+                                                          "dent, bump, scratch, chip) that gives none")
     classes: Classes = Field(default_factory=Classes, description="class -> weight, parts and ranges")
 
 
@@ -790,6 +861,8 @@ def _unknown_key(key, parent, union) -> str:
     others = [f"{_tag_key(m)}: {tag}" for tag, m in (union or {}).items() if key in m.model_fields]
     if others and not close:
         hint = f" (a key of {' / '.join(others)})"
+    if str(key) in ("scale", "scaling", "scale_factor") and "unit" in allowed:
+        hint = " (a mesh in other units: unit: mm, cm, m or in)"
     return f"unknown key{hint}; allowed here: {', '.join(allowed)}" if allowed else "unknown key"
 
 
@@ -841,15 +914,14 @@ def asset_dirs() -> tuple[Path, ...]:
     return (_config.REPO_ROOT / "assets", *extra)
 
 
-_MESH_OK: dict = {}   # (path, mtime_ns, size, face limit) of meshes that passed
-
-
-def check_mesh(scene_file: Path, name: str, key: str) -> Path:
-    """The resolved path of a part mesh named ``name`` at ``key`` of ``scene_file``, after
-    checking that it stays inside the scene's folder or an asset directory, is a readable PLY
-    with faces, within ``POLAR_MAX_MESH_FACES``, and in millimetres. Raises SceneConfigError."""
-    from . import bop
-    from .limits import InputTooLargeError, check_mesh_file, max_mesh_faces
+def check_mesh(scene_file: Path, name: str, key: str, options=None):
+    """The :class:`polar_render.meshes.Prepared` mesh of a part (``name`` at ``key`` of
+    ``scene_file``, ``options`` its MeshOptions): the path stays inside the scene's folder or an
+    asset directory, the file is a readable mesh of a supported format with faces, within
+    ``POLAR_MAX_MESH_FACES`` and at least 1 mm in size after its unit; it is converted when
+    the renderer needs it (``polar_render.meshes``). Raises SceneConfigError."""
+    from .limits import InputTooLargeError
+    from .meshes import MeshError, MeshOptions, prepare
     from .paths import UnsafePathError, contained
 
     try:
@@ -859,20 +931,17 @@ def check_mesh(scene_file: Path, name: str, key: str) -> Path:
     if not path.is_file():
         what = "is not a file" if path.exists() else "file not found"
         raise _config.SceneConfigError(f"{scene_file}: {key}: {what}: {path}")
-    st = path.stat()
-    memo = (str(path), st.st_mtime_ns, st.st_size, max_mesh_faces())
-    if memo in _MESH_OK:
-        return path
     try:
-        check_mesh_file(path, where=f"{scene_file}: {key}")   # face count from the header, before reading it all
-        bop._read_model(path, path.read_bytes(), where=f"{scene_file}: {key}")
+        return prepare(path, options or MeshOptions(), where=f"{scene_file}: {key}")
     except InputTooLargeError as exc:
         raise _config.SceneConfigError(str(exc)) from None
-    except (bop.BopFormatError, OSError) as exc:
-        note = " (the scene's meshes must be in millimetres)" if "looks like metres" in str(exc) else ""
-        raise _config.SceneConfigError(f"{scene_file}: {key}: {exc}{note}") from None
-    _MESH_OK[memo] = True
-    return path
+    except (MeshError, OSError) as exc:
+        raise _config.SceneConfigError(f"{scene_file}: {key}: {exc}") from None
+
+
+def _layout_parts_note(parts) -> str:
+    listed = ", ".join(sorted(parts)) or "none"
+    return f"parts: {listed} (or 'model': the whole model of a layout object this file does not describe)"
 
 
 def _cross_checks(m: SceneFile) -> list[tuple[str, str]]:
@@ -881,13 +950,16 @@ def _cross_checks(m: SceneFile) -> list[tuple[str, str]]:
     materials = set(m.materials) | ({"default"} if m.default_material not in m.materials else set())
     if m.default_material not in materials:
         errs.append(("default_material", f"{m.default_material!r} is not in materials ({', '.join(sorted(m.materials))})"))
-    parts = {"model"}
+    parts = set()
     for oid, obj in m.objects.items():
         for pname, part in obj.parts.items():
             parts.add(pname)
             if part.material is not None and part.material not in materials:
                 errs.append((f"objects.{oid}.parts.{pname}.material",
                              f"unknown material {part.material!r}; materials: {', '.join(sorted(materials))}"))
+            if part.unit is not None and Path(part.mesh).suffix.lower() in (".step", ".stp"):
+                errs.append((f"objects.{oid}.parts.{pname}.unit",
+                             "a STEP file declares its own unit (applied when it is read): leave out unit"))
     if m.layout is not None:
         from .scene import SQUARE_PIXEL_RTOL   # what the renderer accepts
 
@@ -906,33 +978,87 @@ def _cross_checks(m: SceneFile) -> list[tuple[str, str]]:
             named = ([(f"parts.{i}", p) for i, p in enumerate(c.parts)] if hasattr(c, "parts") else
                      [(f"pairs.{i}.{j}", p) for i, pair in enumerate(c.pairs) for j, p in enumerate(pair)])
             for where, p in named:
-                if p not in parts:
-                    errs.append((f"anomalies.classes.{cname}.{where}",
-                                 f"unknown part {p!r}; parts: {', '.join(sorted(parts))}"))
+                if p not in parts and p != "model":
+                    errs.append((f"anomalies.classes.{cname}.{where}", f"unknown part {p!r}; {_layout_parts_note(parts)}"))
     if "mono" in m.render.variant and m.sensor.mode != "mono":
         errs.append(("render.variant", f"{m.render.variant} renders one luminance channel; it needs sensor.mode: mono"))
     return errs
 
 
+def class_regions(anomalies) -> dict:
+    """{class name: (dotted key of its region, FaceRegion)} of every surface class that has a
+    region (its own ``faces``, else ``anomalies.faces``)."""
+    out = {}
+    if anomalies is None:
+        return out
+    for cname in ANOMALY_CLASSES:
+        c = getattr(anomalies.classes, cname)
+        if c is None or not hasattr(c, "faces"):
+            continue
+        if c.faces is not None:
+            out[cname] = (f"anomalies.classes.{cname}.faces", c.faces)
+        elif anomalies.faces is not None:
+            out[cname] = ("anomalies.faces", anomalies.faces)
+    return out
+
+
+def _region_checks(m: SceneFile, prepared: dict) -> list[tuple[str, str]]:
+    """Every part a region names has faces in it: the face group exists in its mesh, or some
+    face has a normal within the tolerance (``prepared``: (obj_id, part) -> meshes.Prepared)."""
+    from .meshes import face_normals
+
+    errs = []
+    for cname, (key, region) in class_regions(m.anomalies).items():
+        for p in getattr(m.anomalies.classes, cname).parts:
+            meshes = [(oid, prep) for (oid, pname), prep in prepared.items() if pname == p]
+            if p == "model" and region.group is not None:
+                errs.append((f"{key}.group", "'model' (a layout object's own model) has no face groups"))
+            for oid, prep in meshes:
+                if region.group is not None and region.group not in prep.groups:
+                    have = ", ".join(prep.groups) if prep.groups else \
+                        "none (STL and single-body files have none; use OBJ groups, glTF nodes or a PLY face " \
+                        "property 'group')"
+                    errs.append((f"{key}.group", f"part {p!r} ({prep.source.name}) has no face group "
+                                                 f"{region.group!r}; its groups: {have}"))
+                    continue
+                if region.normal is not None:
+                    cos = face_normals(prep.path) @ np.asarray(region.normal)
+                    if not (cos >= math.cos(math.radians(region.within_deg)) - 1e-9).any():
+                        errs.append((f"{key}.normal", f"no face of part {p!r} ({prep.source.name}) has a normal "
+                                                      f"within {region.within_deg:g} deg of {region.normal}"))
+    return errs
+
+
 def validate_scene(tree: dict, source: Path, *, check_meshes: bool = True) -> tuple[SceneFile, dict]:
-    """Validate a merged scene tree; return (model, {(obj_id, part): resolved mesh path}).
-    Every problem becomes one line of the raised SceneConfigError."""
+    """Validate a merged scene tree; return (model, {(obj_id, part): mesh path the renderer
+    reads}). Every problem becomes one line of the raised SceneConfigError."""
     try:
         m = SceneFile.model_validate(tree)
     except ValidationError as exc:
         raise _config.SceneConfigError(format_errors(exc, source)) from None
-    lines = [f"{source}: {k}: {why}" for k, why in _cross_checks(m)]
-    meshes = {}
+    errs = _cross_checks(m)
+    lines = [f"{source}: {k}: {why}" for k, why in errs]
+    meshes, prepared = {}, {}
+    bad_unit = {k for k, _ in errs if k.endswith(".unit")}
     for oid, obj in m.objects.items():
         for pname, part in obj.parts.items():
             key = f"objects.{oid}.parts.{pname}.mesh"
             if not check_meshes:
                 meshes[oid, pname] = (source.parent / part.mesh).resolve()
                 continue
+            if f"objects.{oid}.parts.{pname}.unit" in bad_unit:
+                continue
             try:
-                meshes[oid, pname] = check_mesh(source, part.mesh, key)
+                prepared[oid, pname] = check_mesh(source, part.mesh, key, part.options())
+                meshes[oid, pname] = prepared[oid, pname].path
             except _config.SceneConfigError as exc:
                 lines.append(str(exc))
+    if check_meshes and not lines:
+        from .meshes import check_closed
+
+        for oid, obj in m.objects.items():
+            check_closed([(pname, prepared[oid, pname]) for pname in obj.parts], f"{source}: objects.{oid}")
+        lines += [f"{source}: {k}: {why}" for k, why in _region_checks(m, prepared)]
     if lines:
         raise _config.SceneConfigError("\n".join(lines))
     return m, meshes

@@ -4,8 +4,9 @@ Built from the exact AOV pass of the *clean* sample (one ray through each pixel 
 same pass that gives ``normals.tiff`` and the masks), before anomalies are sampled, so the
 draws stay a pure function of (scene file, seed, i).
 
-Per part slot: the model-frame points (mm) and unit shading normals seen through pixel
-centres, the cosine between normal and the direction back to the camera, and the scale
+Per part slot: the model-frame points (mm), unit shading normals and triangle indices seen
+through pixel centres (the triangle restricts anomalies to a region of faces:
+``anomalies.classes.<c>.faces``), the cosine between normal and the direction back to the camera, and the scale
 ``px_per_mm`` (pixels per millimetre of surface facing the camera at that depth:
 ``f / (1000 z)`` with ``f`` in pixels and ``z`` in metres). A pixel is a *candidate* for an
 anomaly centre when its surface faces the camera at no more than ``max_view_angle_deg``
@@ -34,6 +35,7 @@ class SlotView:
     normals: np.ndarray       # (N, 3) unit, model frame
     cos_view: np.ndarray      # (N,) normal . direction to the camera
     px_per_mm: np.ndarray     # (N,)
+    faces: np.ndarray | None = None   # (N,) triangle index within the slot's mesh (anomaly regions)
 
     def candidates(self, min_cos: float) -> np.ndarray:
         return np.flatnonzero(self.cos_view >= min_cos)
@@ -108,5 +110,6 @@ def visible_surface(view, slots, poses_m: dict, w2c_m: np.ndarray, K: np.ndarray
         R_c2m = w2m[:3, :3] @ w2c_m[:3, :3].T
         n_model = n_cam @ R_c2m.T
         z = np.maximum(p_cam[:, 2], 1e-9)
-        out.slots[s.key] = SlotView(np.stack([rows, cols], 1), pts, n_model, cos, f_px / (1000.0 * z))
+        faces = view.face[sel] if getattr(view, "face", None) is not None else None
+        out.slots[s.key] = SlotView(np.stack([rows, cols], 1), pts, n_model, cos, f_px / (1000.0 * z), faces)
     return out
