@@ -44,7 +44,12 @@ RENDER_ARGS := --scene $(SCENE) --seed $(SEED) --out $(OUT) \
 	$(if $(LAYOUT),--layout $(LAYOUT)) $(if $(VARIANT),--variant $(VARIANT)) $(if $(DENOISE),--denoise $(DENOISE)) $(if $(NOISE_SEED),--noise-seed $(NOISE_SEED)) $(if $(CLEAN),--clean) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SHARD),--shard $(SHARD)) $(if $(EXECUTOR),--executor $(EXECUTOR)) \
 	$(if $(LAYOUT_BACKEND),--layout-backend $(LAYOUT_BACKEND)) $(if $(BLENDER),--blender $(BLENDER))
 
-ifeq ($(MODEL),draem)
+ifeq ($(MODEL),sfp)
+# learned shape-from-polarization normals (polar_detect.sfp): predict writes a copy of DATA
+# with a normals_learned modality; eval reports angular errors next to the physics baseline
+SFP_DATA   ?= $(DATA)_sfp
+TRAIN_CMD   = $(PY) -m polar_detect.sfp train --data $(DATA) --out $(RUN) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(RESTART),--restart)
+else ifeq ($(MODEL),draem)
 TRAIN_CMD   = $(PY) -m polar_detect.draem train --data $(DATA) --inputs $(INPUTS) --out $(RUN) --preset $(PRESET) $(if $(SIZE),--size $(SIZE)) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(RESTART),--restart)
 PREDICT_CMD = $(PY) -m polar_detect.draem predict --model $(RUN) --data $(DATA)
 else
@@ -69,7 +74,8 @@ help:
 	@echo "make render SCENE=usb_brick|scenes/x/scene.yaml [N=8] [SEED=0] [OUT=out/<scene name>] [SPP=16] [RES=640x480] [LAYOUT=<BOP dir>] [CLEAN=1] [DENOISE=none|oidn] [NOISE_SEED=k]"
 	@echo "    [LAYOUT_BACKEND=embedded|blenderproc] [BLENDER=<Blender 4.2 dir>]  (blenderproc: make setup EXTRAS=blenderproc)"
 	@echo "make dataset SCENE=... [DATA=out/<scene>_data] [RENDERS='dir ...'] [MODALITIES=intensity,aolp,dolp,normals]"
-	@echo "make train MODEL=draem|seq_patchcore|patchcore DATA=... [INPUTS=R+phi] [MODALITY=intensity] [EPOCHS=..] [SIZE=..]"
+	@echo "make train MODEL=draem|seq_patchcore|patchcore|sfp DATA=... [INPUTS=R+phi] [MODALITY=intensity] [EPOCHS=..] [SIZE=..]"
+	@echo "    MODEL=sfp: learned normals; make predict MODEL=sfp writes DATA_sfp with normals_learned, make eval MODEL=sfp: angular errors"
 	@echo "    SIZE: training size, default the CLI's (DRAEM 256x256; PatchCore: the native image size)"
 	@echo "make eval MODEL=... DATA=...   (predicts val + test, then metrics.json + report.html)"
 	@echo "make all SCENE=usb_brick       render -> dataset -> train -> eval, small defaults, in its own"
@@ -93,17 +99,25 @@ dataset: setup
 	$(PY) -m polar_detect.dataset build $(foreach r,$(RENDERS),--render $(r)) --out $(DATA) --modalities $(MODALITIES) --seed $(SEED) --train-ratio $(TRAIN_RATIO) --overwrite
 
 check-model:
-	@case "$(MODEL)" in draem|seq_patchcore|patchcore) ;; *) echo "MODEL must be draem, seq_patchcore or patchcore (got '$(MODEL)')" >&2; exit 2;; esac
+	@case "$(MODEL)" in draem|seq_patchcore|patchcore|sfp) ;; *) echo "MODEL must be draem, seq_patchcore, patchcore or sfp (got '$(MODEL)')" >&2; exit 2;; esac
 
 train: setup check-model
 	$(TRAIN_CMD)
 
+ifeq ($(MODEL),sfp)
+predict: setup check-model
+	$(PY) -m polar_detect.sfp predict --model $(RUN) --data $(DATA) --out $(SFP_DATA) --overwrite
+
+eval: setup check-model
+	$(PY) -m polar_detect.sfp evaluate --model $(RUN) --data $(DATA) --split test --sensor exact,dofp --out $(EVAL_OUT)/sfp_metrics.json
+else
 predict: setup check-model
 	$(PREDICT_CMD) --split val --out $(PRED)_val
 	$(PREDICT_CMD) --split test --out $(PRED)
 
 eval: predict
 	$(PY) -m polar_detect.evaluate --pred $(PRED) --val-pred $(PRED)_val --data $(DATA) --out $(EVAL_OUT)
+endif
 
 # Small end-to-end default that finishes on a 2-core CPU in minutes (override N=, SPP=, ...).
 # It renders with its own N/SPP/RES, so it uses its own directories (out/<scene>_all,

@@ -1,0 +1,2 @@
+"""Feature-level ensemble of heterogeneous detectors (and its output-level baseline);
+see ``README.md`` here."""

@@ -1,0 +1,218 @@
+"""Model and checkpoint files of SimpleNet and the feature-level ensemble.
+
+Both use :mod:`polar_detect.draem.store` (one ``.safetensors`` file per model or checkpoint,
+the non-tensor state as JSON in its header; nothing is ever unpickled, so a crafted file can
+at worst be refused). Layout of a model directory (``--out`` of ``train``)::
+
+    <dir>/model.safetensors        tensors: the detector's stored state (transform buffers,
+                                   head, DRÆM encoder / PatchCore memory of the sources; the
+                                   ImageNet backbone weights come from the installed packages)
+                                   JSON: {"format": MODEL_FORMAT, "detector": {...}, "run": ...,
+                                   "config_digest", "dataset_digest", "meta": {...}}
+    <dir>/checkpoint.safetensors   after every epoch: "model.<key>" + Adam state
+                                   ("optimizer.<param>.<name>") + epoch, history, detector
+    <dir>/train_config.json        readable copy of the training config
+
+``detector`` = ``{"kind", "sources": [source config], "transform": {"in_dim", "out_dim",
+"balance", "source_channels", ...}, "head": {"dim", "hidden", "noise_std", "margin"},
+"blur_sigma"}``; it is validated (types, bounds, channel sums) before any module is built.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from ..draem import store as _store
+from ..draem.store import ModelFileError
+from ..draem.train import digest
+
+MODEL_FILE = "model.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+MODEL_FORMAT = "polar_detect.simplenet.model/1"
+CHECKPOINT_FORMAT = "polar_detect.simplenet.checkpoint/1"
+KINDS = ("simplenet", "ensemble")
+MAX_SOURCES, MAX_DIM, MAX_HIDDEN = 16, 1 << 14, 1 << 14
+
+__all__ = ["ModelFileError", "StaleStateError", "MODEL_FILE", "CHECKPOINT_FILE", "detector_config",
+           "build_detector", "save_model", "load_model", "inspect_run", "digest"]
+
+
+class StaleStateError(ValueError):
+    """The model directory holds a model or checkpoint of another run (config or data)."""
+
+
+def check_header(path) -> None:
+    """Refuse a file that is not a safetensors file (e.g. a pickle) by parsing its header
+    only; the message names this package's format (the DRÆM store's would name DRÆM)."""
+    from safetensors import safe_open
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: missing")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.metadata()
+    except Exception as exc:  # noqa: BLE001 - any parse failure is one clear refusal
+        raise ModelFileError(f"{path}: not a simplenet/ensemble safetensors file ({type(exc).__name__}: "
+                             f"{exc}); it was not loaded (nothing is ever unpickled)") from None
+
+
+def read(path, fmt: str):
+    """``(tensors, meta)`` of a model or checkpoint file (header checked first)."""
+    check_header(path)
+    return _store.read(path, fmt)
+
+
+def read_meta(path, fmt: str) -> dict:
+    check_header(path)
+    return _store.read_meta(path, fmt)
+
+
+def detector_config(kind: str, model) -> dict:
+    """JSON description of a :class:`~.model.FeatureDetector`."""
+    t = model.transform
+    return {"kind": kind, "sources": [s.config() for s in model.sources],
+            "transform": {"in_dim": t.in_dim, "out_dim": t.out_dim, **{k: v for k, v in t.info.items()
+                                                                       if k not in ("in_dim", "out_dim")}},
+            "head": model.head.config(), "blur_sigma": model.blur_sigma}
+
+
+def _int(v, lo, hi) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _num(v, lo=0.0, strict=False) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and (v > lo if strict else v >= lo))
+
+
+def check_detector(cfg, path) -> dict:
+    """Validate a file's ``detector`` entry before anything is built from it."""
+    def bad(key, problem):
+        return ModelFileError(f"{path}: detector.{key}: {problem}")
+    if not isinstance(cfg, dict):
+        raise ModelFileError(f"{path}: detector: expected an object, got {type(cfg).__name__}")
+    if cfg.get("kind") not in KINDS:
+        raise bad("kind", f"expected one of {KINDS}, got {cfg.get('kind')!r}")
+    srcs = cfg.get("sources")
+    if not isinstance(srcs, list) or not 1 <= len(srcs) <= MAX_SOURCES:
+        raise bad("sources", f"expected a list of 1..{MAX_SOURCES} source configs")
+    t, h = cfg.get("transform"), cfg.get("head")
+    if not isinstance(t, dict) or not _int(t.get("in_dim"), 1, MAX_DIM) or not _int(t.get("out_dim"), 1, t["in_dim"]):
+        raise bad("transform", f"expected in_dim in 1..{MAX_DIM} and out_dim in 1..in_dim, got {t!r}"[:300])
+    if t.get("balance", "source") not in ("source", "channel"):
+        raise bad("transform.balance", f"expected source or channel, got {t.get('balance')!r}")
+    if not isinstance(h, dict) or h.get("dim") != t["out_dim"] or not _int(h.get("hidden"), 1, MAX_HIDDEN):
+        raise bad("head", f"expected dim = transform.out_dim and hidden in 1..{MAX_HIDDEN}, got {h!r}"[:300])
+    for k in ("noise_std", "margin"):
+        if not _num(h.get(k), strict=True):
+            raise bad(f"head.{k}", f"expected a finite number > 0, got {h.get(k)!r}")
+    if not _num(cfg.get("blur_sigma")):
+        raise bad("blur_sigma", f"expected a finite number >= 0, got {cfg.get('blur_sigma')!r}")
+    return cfg
+
+
+def build_detector(cfg: dict, path, download: bool = False):
+    """A :class:`~.model.FeatureDetector` (untrained tensors) from a validated config."""
+    from ..ensemble.sources import SourceError, source_from_config
+    from ..ensemble.transform import GlobalTransform
+    from .model import FeatureDetector, SimpleNetHead
+    check_detector(cfg, path)
+    try:
+        sources = [source_from_config(s, download) for s in cfg["sources"]]
+    except SourceError as e:
+        raise ModelFileError(f"{path}: detector.sources: {e}") from None
+    chans = [s.out_channels for s in sources]
+    t = cfg["transform"]
+    if sum(chans) != t["in_dim"]:
+        raise ModelFileError(f"{path}: detector.transform.in_dim {t['in_dim']} != the sources' channels "
+                             f"{chans} (sum {sum(chans)})")
+    transform = GlobalTransform(t["in_dim"], t["out_dim"])
+    transform.info = {k: v for k, v in t.items() if k not in ("in_dim", "out_dim")}
+    h = cfg["head"]
+    head = SimpleNetHead(h["dim"], h["hidden"], float(h["noise_std"]), float(h["margin"]))
+    return FeatureDetector(sources, transform, head, float(cfg["blur_sigma"]))
+
+
+def load_stored(model, tensors: dict[str, torch.Tensor], path) -> None:
+    """Load the stored (non-external) state, every key and shape checked."""
+    own = model.stored_state()
+    missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    if missing or extra:
+        raise ModelFileError(f"{path}: tensors do not match the detector: missing {missing[:3]}, "
+                             f"unexpected {extra[:3]}")
+    for k, v in own.items():
+        if tuple(tensors[k].shape) != tuple(v.shape) or tensors[k].dtype != v.dtype:
+            raise ModelFileError(f"{path}: tensor {k!r} is {tensors[k].dtype} {tuple(tensors[k].shape)}, "
+                                 f"the detector needs {v.dtype} {tuple(v.shape)}")
+    model.load_state_dict(tensors, strict=False)
+
+
+def save_model(path, model, kind: str, header: dict, meta: dict) -> Path:
+    return _store.write(path, model.stored_state(),
+                        {"format": MODEL_FORMAT, "detector": detector_config(kind, model), **header,
+                         "meta": meta})
+
+
+def load_model(directory, device: str = "cpu", download: bool = False):
+    """``(detector in eval mode, full file metadata)`` from ``<directory>/model.safetensors``
+    (or the file itself). Refused with :class:`ModelFileError`: missing, not safetensors
+    (e.g. a pickle), wrong format, bad config, tensors that do not fit or are non-finite."""
+    p = Path(directory)
+    path = p / MODEL_FILE if p.is_dir() or not p.suffix else p
+    if p.is_dir() and not path.exists():
+        raise ModelFileError(f"{path}: missing (not a simplenet/ensemble model directory)")
+    tensors, meta = read(path, MODEL_FORMAT)
+    _store.check_finite(tensors, path)
+    model = build_detector(meta.get("detector"), path, download)
+    load_stored(model, tensors, path)
+    return model.to(device).eval(), meta
+
+
+# ------------------------------------------------------------------ run identity / resume
+def _flat(d, prefix="") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def differences(meta: dict, record: dict, data_digest: str) -> list[str]:
+    """What differs between the run a file records and the requested one."""
+    out = []
+    if meta.get("config_digest") != digest(record):
+        old, new = _flat(meta.get("run") if isinstance(meta.get("run"), dict) else {}), _flat(record)
+        out += [f"{k} {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
+                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)][:6] or ["config"]
+    if meta.get("dataset_digest") != data_digest:
+        out.append(f"dataset content {str(meta.get('dataset_digest'))[:12]} -> {data_digest[:12]}")
+    return out
+
+
+def inspect_run(out_dir, record: dict, data_digest: str, restart: bool = False) -> tuple[str, dict | None]:
+    """``("done", model meta)``, ``("resume", checkpoint meta)`` or ``("fresh", None)`` for
+    the requested run (config ``record`` + training data digest). A model or checkpoint of
+    another run raises :class:`StaleStateError` naming the differences, unless ``restart``.
+    Only file headers are read."""
+    out = Path(out_dir)
+    if restart:
+        return "fresh", None
+    stale = []
+    for name, fmt, action in ((MODEL_FILE, MODEL_FORMAT, "done"), (CHECKPOINT_FILE, CHECKPOINT_FORMAT, "resume")):
+        p = out / name
+        if p.exists():
+            meta = read_meta(p, fmt)
+            diffs = differences(meta, record, data_digest)
+            if not diffs:
+                return action, meta
+            stale.append((p, diffs))
+    if not stale:
+        return "fresh", None
+    (p, diffs), also = stale[0], "".join(f" (and {q.name})" for q, _ in stale[1:])
+    raise StaleStateError(f"{p}{also}: made by a different training run ({'; '.join(diffs)}); not resuming "
+                          f"or reusing it. Pass --restart to train from scratch (it replaces it), or "
+                          f"choose another --out")
