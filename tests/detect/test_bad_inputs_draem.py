@@ -242,7 +242,7 @@ CASES = [
     pytest.param(_wider_config, ["model.safetensors", "the network needs"], id="predict-config-tensor-mismatch"),
     pytest.param(_missing_tensor, ["model.safetensors", "missing", "reconstructive.head.bias"], id="predict-missing-tensor"),
     # --- predict: data and output
-    pytest.param(lambda c: c.predict("--inputs", "n"), ["draem.json", "no model for input", "normals"],
+    pytest.param(lambda c: c.predict("--inputs", "n"), ["draem.json", "no model for input", "normals_learned"],
                  id="predict-input-not-trained"),
     pytest.param(lambda c: c.predict("--device", "tpu:x"), ["--device tpu:x"], id="predict-device-bogus"),
     pytest.param(lambda c: c.predict("--split", "bogus"), ["--split bogus", "choose from"], id="predict-bad-split"),

@@ -110,7 +110,9 @@ def test_polar_prediction_is_mean_of_inputs():
 
 
 def test_parse_inputs():
-    assert parse_inputs("R+phi+rho+n") == ["intensity", "aolp", "dolp", "normals"]
+    # Polar-Ano's n is the learned normal (issue 18); ground truth is the explicit oracle
+    assert parse_inputs("R+phi+rho+n") == ["intensity", "aolp", "dolp", "normals_learned"]
+    assert parse_inputs("R+phi+rho+n_oracle") == ["intensity", "aolp", "dolp", "normals"]
     assert parse_inputs("intensity,aolp") == ["intensity", "aolp"]
     with pytest.raises(ValueError):
         parse_inputs("R+intensity")

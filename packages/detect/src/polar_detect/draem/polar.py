@@ -1,8 +1,12 @@
 """Polarimetric DRÆM (Polar-Ano eq. 4): one DRÆM per input X_i, predictions averaged.
 
 ``inputs`` is a list of modality names; Polar-Ano's symbols are accepted as aliases
-(:data:`ALIASES`): ``R`` -> intensity, ``phi`` -> aolp, ``rho`` -> dolp, ``n`` -> normals,
-so ``"R+phi+rho+n"`` and ``"intensity,aolp,dolp,normals"`` mean the same thing.
+(:data:`ALIASES`): ``R`` -> intensity, ``phi`` -> aolp, ``rho`` -> dolp, and ``n`` ->
+normals_learned, as in Polar-Ano, where n is the normal a shape-from-polarization network
+predicts from the polarization images (``python -m polar_detect.sfp predict`` adds that
+modality to a dataset). The renders' ground-truth normals, which no camera measures, are
+the oracle ``n_oracle`` (or ``normals``). So ``"R+phi+rho+n"`` means
+``"intensity,aolp,dolp,normals_learned"``.
 
 Layout of a trained model directory::
 
@@ -32,8 +36,9 @@ from .train import (FINAL, TrainConfig, check_trainable, dataset_digest, digest,
                     read_model, run_record, train)
 
 ALIASES = {"r": "intensity", "i": "intensity", "i_un": "intensity", "intensity": "intensity",
-           "phi": "aolp", "aolp": "aolp", "rho": "dolp", "dolp": "dolp", "n": "normals",
-           "normals": "normals"}
+           "phi": "aolp", "aolp": "aolp", "rho": "dolp", "dolp": "dolp",
+           "n": "normals_learned", "n_learned": "normals_learned", "normals_learned": "normals_learned",
+           "n_oracle": "normals", "normals": "normals"}
 CONFIG = "draem.json"
 #: Input (modality) names: also sub-directory names of a model directory.
 NAME = re.compile(r"[A-Za-z0-9_]+")
