@@ -308,6 +308,8 @@ CASES = [
     pytest.param(TRAIN, manifest_path_attack("symlink"), id="train-manifest-symlink-out"),
     pytest.param(TRAIN, manifest_path_attack("loop"), id="train-manifest-symlink-loop"),
     pytest.param(TRAIN, changed_file(), id="train-checksum-mismatch"),
+    # the calibration split is checked before training, not skipped (no silent "no threshold")
+    pytest.param(TRAIN, changed_file("val"), id="train-val-split-checksum-mismatch"),
     pytest.param(TRAIN, non_finite(), id="train-nan-image-older-manifest"),
     pytest.param(TRAIN, non_finite(value=np.inf, consistent=False, n=2), id="train-inf-image-changed"),
     pytest.param(TRAIN, bomb(), id="train-bomb-tiff"),

@@ -92,14 +92,16 @@ def _common(p):
     p.add_argument("--quiet", action="store_true")
 
 
-def _calibrate(model, args, modality):
-    try:
-        val = _dataset(args.data, args.val_split, modality, _size(args.size), model.encoding)
-    except InputError:
-        return None
-    if len(val) == 0:
-        return None
-    return model.calibrate(val, progress=not args.quiet)
+def _val_split(args, modality, encoding):
+    """The calibration split (``--val-split``), loaded and checked *before* any training, or
+    None when the dataset has no image in it. A split that exists but cannot be read (a
+    changed file, NaN, a path outside the dataset...) is an error, not a missing threshold."""
+    val = _dataset(args.data, args.val_split, modality, _size(args.size), encoding)
+    return val if len(val) else None
+
+
+def _calibrate(model, val, args):
+    return None if val is None else model.calibrate(val, progress=not args.quiet)
 
 
 def _augment(args, modality):
@@ -123,6 +125,7 @@ def cmd_train(args):
     modality = args.modality or "intensity"
     encoding = None if args.encoding == "none" else InputEncoding(modality, percentile=args.percentile)
     train = _dataset(args.data, "train", modality, _size(args.size), encoding)
+    val = _val_split(args, modality, encoding)
     pool = "seq" if args.method == "sequential" else "local"
     fcfg = FeatureConfig(backbone=args.backbone, pool=args.pool or pool,
                          projection_dim=args.projection_dim, weights=args.weights)
@@ -139,7 +142,7 @@ def cmd_train(args):
     model.info.update({"dataset": str(Path(args.data) / "manifest.json"), "modality": modality,
                        "size": args.size, "train_images": len(train),
                        "normalisation": normalisation_of(read_manifest(args.data), [modality])})
-    thr = _calibrate(model, args, modality)
+    thr = _calibrate(model, val, args)
     path = model.save(args.out)
     enc = "manifest normalisation (--encoding none)" if encoding is None else encoding.describe()
     print(f"trained {MODEL_NAMES[args.method]} ({args.backbone}) on {len(train)} images: "
@@ -153,10 +156,11 @@ def cmd_finetune(args):
         raise InputError(f"{args.model}: finetune needs a Sequential PatchCore model")
     modality = _model_modality(model, args)
     train = _dataset(args.data, "train", modality, _size(args.size), model.encoding)
+    val = _val_split(args, modality, model.encoding)
     model.finetune(train, epochs=args.epochs, early_stop=args.early_stop,
                    augment=_augment(args, modality), progress=not args.quiet)
     model.info.setdefault("finetuned_on", []).append(str(Path(args.data) / "manifest.json"))
-    thr = _calibrate(model, args, modality)
+    thr = _calibrate(model, val, args)
     path = model.save(args.out)
     print(f"fine-tuned {args.model} on {len(train)} images; threshold {thr}; saved {path}")
 
@@ -166,13 +170,14 @@ def cmd_meld(args):
     models = [load_model(args.models[0], args.device, download=not args.no_download)]
     for m in args.models[1:]:
         models.append(load_model(m, args.device, extractor=models[0].extractor))
+    val = _val_split(args, _model_modality(models[0], args), models[0].encoding) if args.data else None
     try:
         out = SequentialPatchCore.meld(models, args.coreset_size, epochs=args.epochs)
     except ValueError as e:
         raise InputError(f"{' '.join(args.models)}: {e}") from e
     out.info["melded_from"] = [str(m) for m in args.models]
     out.info.setdefault("modality", models[0].info.get("modality"))
-    thr = _calibrate(out, args, _model_modality(out, args)) if args.data else None
+    thr = _calibrate(out, val, args)
     path = out.save(args.out)
     print(f"melded {len(models)} coresets ({', '.join(str(len(m.memory)) for m in models)}) "
           f"into {len(out.memory)}; threshold {thr}; saved {path}")
