@@ -399,3 +399,22 @@ def test_intact_dataset_loads_trains_and_evaluates(base, tmp_path, capsys):
     assert ev.main(["--pred", str(w["pred"]), "--data", str(w["data"]), "--out", str(tmp_path / "eval"),
                     "--no-report", "--bootstrap", "0"]) == 0
     assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_baseline_refuses_a_bomb_object_mask(base, tmp_path, capsys, monkeypatch):
+    """The blurred-mask baseline reads object masks through the dataset's bounded reader:
+    a mask whose header declares 100000x100000 pixels is refused before decoding."""
+    import cv2
+
+    from polar_detect.baseline.__main__ import main as baseline_main
+
+    data = copy(base, tmp_path, "data")
+    m = read_manifest(data)
+    target = next(s for s in m["samples"] if s["split"] == "test" and s.get("object_mask"))
+    sd.bomb_png(data / target["object_mask"])
+    monkeypatch.setattr(cv2, "imread", lambda *a, **k: pytest.fail("decoded a bomb"))
+    out = tmp_path / "pred"
+    assert baseline_main(["predict", "--data", str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert target["object_mask"] in err and "POLAR_MAX_IMAGE_PIXELS" in err, err
+    assert not out.exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..dataset.encodings import DatasetError
+from ..dataset.images import read_png
 from ..dataset.manifest import SPLITS, manifest_path, read_manifest
 
 DEFAULT_SIGMA = 8.0
@@ -44,7 +45,6 @@ def predict_dataset(data, out, splits="test,val", sigma: float = DEFAULT_SIGMA, 
     samples of ``splits`` (the first is predictions.json's ``split``; the others, e.g. val,
     sit beside it for the threshold).  Every check runs before anything is written; the
     output is built in a temporary directory and renamed into place."""
-    import cv2
     import tifffile
 
     if not np.isfinite(sigma) or sigma < 0:
@@ -69,9 +69,7 @@ def predict_dataset(data, out, splits="test,val", sigma: float = DEFAULT_SIGMA, 
         scores, maps = {}, {}
         for s in samples:
             p = mpath.parent / s["object_mask"]
-            om = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-            if om is None:
-                raise DatasetError(f"{p}: missing or unreadable")
+            om = read_png(p)   # the dataset's bounded mask reader (header checked before decoding)
             a = blurred_object_mask(om if om.ndim == 2 else om[..., 0], sigma)
             tifffile.imwrite(tmp / "maps" / f"{s['id']}.tiff", a)
             scores[s["id"]], maps[s["id"]] = float(a.max()), f"maps/{s['id']}.tiff"
