@@ -239,7 +239,12 @@ def _owner_alive(name: str) -> bool:
     parts = name.rsplit("--", 2)
     if len(parts) != 3 or not parts[2].isdigit():
         return False  # unknown format (older versions): treat as abandoned
-    host, pid = parts[1], int(parts[2])
+    return process_alive(parts[1], int(parts[2]))
+
+
+def process_alive(host: str, pid: int) -> bool:
+    """True when process ``pid`` of ``host`` may still run: alive on this host, or on
+    another host (which this process cannot check)."""
     if host != _HOST:
         return True
     try:

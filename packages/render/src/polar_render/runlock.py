@@ -21,7 +21,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,23 +29,11 @@ from . import io
 
 LOCK_NAME = ".lock"
 HOLDER_PREFIX = ".lock-holder-"
-_HOST = socket.gethostname().replace("-", "_")
+_HOST = io._HOST   # the same host tag as io's temporary directories
 
 
 class RunLockedError(ValueError):
     """Another run holds the output directory (the CLI exits 2)."""
-
-
-def _alive(host: str, pid: int) -> bool:
-    if host != _HOST:
-        return True   # cannot check another host's processes
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def holders(out: Path) -> list[dict]:
@@ -58,7 +45,7 @@ def holders(out: Path) -> list[dict]:
             host, pid = str(rec["host"]), int(rec["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if _alive(host, pid):
+        if io.process_alive(host, pid):
             found.append(rec)
         else:
             p.unlink(missing_ok=True)

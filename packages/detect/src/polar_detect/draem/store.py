@@ -185,6 +185,17 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict, fresh: dic
     return {"state": state, "param_groups": out_groups}
 
 
+def flat_keys(d, prefix: str = "") -> dict:
+    """Nested mapping -> ``{"a.b.c": value}`` (how a resume refusal names what differs)."""
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(flat_keys(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def scheduler_state(sched) -> dict:
     """JSON form of a MultiStepLR state (milestones as sorted ``[epoch, count]`` pairs)."""
     sd = dict(sched.state_dict())

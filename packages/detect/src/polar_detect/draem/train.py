@@ -215,16 +215,6 @@ def dataset_digest(dataset) -> str:
     return h.hexdigest()
 
 
-def _flat(d, prefix="") -> dict:
-    out = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _differences(meta: dict, record: dict, config_digest: str, data_digest: str) -> list[str]:
     """Human-readable list of what differs between a saved run and the requested one."""
     diffs = []
@@ -232,7 +222,7 @@ def _differences(meta: dict, record: dict, config_digest: str, data_digest: str)
         if not isinstance(meta.get("run"), dict):
             diffs.append("config: not recorded (converted from a legacy file)")
         else:
-            old, new = _flat(meta["run"]), _flat(record)
+            old, new = store.flat_keys(meta["run"]), store.flat_keys(record)
             diffs += [f"{k} {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
                       for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)] or ["config"]
     if meta.get("dataset_digest") != data_digest:

@@ -171,21 +171,12 @@ def load_model(directory, device: str = "cpu", download: bool = False):
 
 
 # ------------------------------------------------------------------ run identity / resume
-def _flat(d, prefix="") -> dict:
-    out = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def differences(meta: dict, record: dict, data_digest: str) -> list[str]:
     """What differs between the run a file records and the requested one."""
     out = []
     if meta.get("config_digest") != digest(record):
-        old, new = _flat(meta.get("run") if isinstance(meta.get("run"), dict) else {}), _flat(record)
+        run = meta.get("run") if isinstance(meta.get("run"), dict) else {}
+        old, new = _store.flat_keys(run), _store.flat_keys(record)
         out += [f"{k} {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)][:6] or ["config"]
     if meta.get("dataset_digest") != data_digest:
