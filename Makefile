@@ -45,20 +45,20 @@ RENDER_ARGS := --scene $(SCENE) --seed $(SEED) --out $(OUT) \
 	$(if $(LAYOUT_BACKEND),--layout-backend $(LAYOUT_BACKEND)) $(if $(BLENDER),--blender $(BLENDER))
 
 ifeq ($(MODEL),sfp)
-# learned shape-from-polarization normals (polar_detect.sfp): predict writes a copy of DATA
+# learned shape-from-polarization normals (polar_detect.models.sfp): predict writes a copy of DATA
 # with a normals_learned modality; eval reports angular errors next to the physics baseline
 SFP_DATA   ?= $(DATA)_sfp
-TRAIN_CMD   = $(PY) -m polar_detect.sfp train --data $(DATA) --out $(RUN) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(RESTART),--restart)
+TRAIN_CMD   = $(PY) -m polar_detect.models.sfp train --data $(DATA) --out $(RUN) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(RESTART),--restart)
 else ifeq ($(MODEL),draem)
-TRAIN_CMD   = $(PY) -m polar_detect.draem train --data $(DATA) --inputs $(INPUTS) --out $(RUN) --preset $(PRESET) $(if $(SIZE),--size $(SIZE)) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(RESTART),--restart)
-PREDICT_CMD = $(PY) -m polar_detect.draem predict --model $(RUN) --data $(DATA)
+TRAIN_CMD   = $(PY) -m polar_detect.models.draem train --data $(DATA) --inputs $(INPUTS) --out $(RUN) --preset $(PRESET) $(if $(SIZE),--size $(SIZE)) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(RESTART),--restart)
+PREDICT_CMD = $(PY) -m polar_detect.models.draem predict --model $(RUN) --data $(DATA)
 else
 PC_METHOD   = $(if $(filter seq_patchcore,$(MODEL)),sequential,original)
-TRAIN_CMD   = $(PY) -m polar_detect.patchcore train --data $(DATA) --modality $(MODALITY) --method $(PC_METHOD) $(if $(SIZE),--size $(SIZE)) --seed $(SEED) --out $(RUN)/model.safetensors $(if $(EPOCHS),--epochs $(EPOCHS))
-PREDICT_CMD = $(PY) -m polar_detect.patchcore predict --model $(RUN)/model.safetensors --data $(DATA)
+TRAIN_CMD   = $(PY) -m polar_detect.models.patchcore train --data $(DATA) --modality $(MODALITY) --method $(PC_METHOD) $(if $(SIZE),--size $(SIZE)) --seed $(SEED) --out $(RUN)/model.safetensors $(if $(EPOCHS),--epochs $(EPOCHS))
+PREDICT_CMD = $(PY) -m polar_detect.models.patchcore predict --model $(RUN)/model.safetensors --data $(DATA)
 endif
 
-# make scene: a scene file for your own part (polar_render.scaffold)
+# make scene: a scene file for your own part (polar_render.config.scaffold)
 NAME     ?=
 MESH     ?=
 UNIT     ?=
@@ -106,17 +106,17 @@ train: setup check-model
 
 ifeq ($(MODEL),sfp)
 predict: setup check-model
-	$(PY) -m polar_detect.sfp predict --model $(RUN) --data $(DATA) --out $(SFP_DATA) --overwrite
+	$(PY) -m polar_detect.models.sfp predict --model $(RUN) --data $(DATA) --out $(SFP_DATA) --overwrite
 
 eval: setup check-model
-	$(PY) -m polar_detect.sfp evaluate --model $(RUN) --data $(DATA) --split test --sensor exact,dofp --out $(EVAL_OUT)/sfp_metrics.json
+	$(PY) -m polar_detect.models.sfp evaluate --model $(RUN) --data $(DATA) --split test --sensor exact,dofp --out $(EVAL_OUT)/sfp_metrics.json
 else
 predict: setup check-model
 	$(PREDICT_CMD) --split val --out $(PRED)_val
 	$(PREDICT_CMD) --split test --out $(PRED)
 
 eval: predict
-	$(PY) -m polar_detect.evaluate --pred $(PRED) --val-pred $(PRED)_val --data $(DATA) --out $(EVAL_OUT)
+	$(PY) -m polar_detect.evaluation.evaluate --pred $(PRED) --val-pred $(PRED)_val --data $(DATA) --out $(EVAL_OUT)
 endif
 
 # Small end-to-end default that finishes on a 2-core CPU in minutes (override N=, SPP=, ...).
@@ -148,13 +148,13 @@ test:
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) -m polar_render.bench
-	$(PY) -m polar_render.bench --denoise oidn
-	$(PY) -m polar_render.bench_quality $(BENCH_SCENES) --mono
-	$(PY) -m polar_render.bench_anomalies
-	$(PY) -m polar_render.bench_batch
-	$(PY) -m polar_detect.draem.bench
-	$(PY) -m polar_detect.patchcore.bench
+	$(PY) -m polar_render.bench.render
+	$(PY) -m polar_render.bench.render --denoise oidn
+	$(PY) -m polar_render.bench.quality $(BENCH_SCENES) --mono
+	$(PY) -m polar_render.bench.anomalies
+	$(PY) -m polar_render.bench.batch
+	$(PY) -m polar_detect.bench.draem
+	$(PY) -m polar_detect.bench.patchcore
 
 clean:
 	rm -rf out .pytest_cache

@@ -2,7 +2,6 @@
 dataset, a trained tiny model, a booby-trapped pickle, and a tree snapshot."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,16 +10,20 @@ import numpy as np
 import tifffile
 import torch
 
-from polar_detect.draem.__main__ import main
+from polar_detect.models.draem.__main__ import main
+
+from tests.tree import snapshot
 
 #: Fast training: 16/8-wide networks, 32x32, one epoch, batches of 2.
 TRAIN_FAST = ["--preset", "small", "--epochs", "1", "--size", "32", "--batch-size", "2"]
 
 
 def dataset(root: Path, n_train: int = 4, n_test: int = 2, h: int = 40, w: int = 56,
-            seed: int = 0) -> Path:
-    """Contract dataset with an ``intensity`` modality (3-channel float32 TIFF); the last
-    test sample is anomalous (bright square + mask). No sha256 entries (hand-written)."""
+            seed: int = 0, aolp: bool = False, n_anomalous: int = 1) -> Path:
+    """Contract dataset with an ``intensity`` modality (3-channel float32 TIFF) and, with
+    ``aolp``, an ``aolp`` modality (cos/sin 2phi of a random angle field); the last
+    ``n_anomalous`` test samples are anomalous (bright square + mask). No sha256 entries
+    (hand-written)."""
     from PIL import Image
     rng = np.random.default_rng(seed)
     samples = []
@@ -29,7 +32,13 @@ def dataset(root: Path, n_train: int = 4, n_test: int = 2, h: int = 40, w: int =
         d = root / "samples" / sid
         d.mkdir(parents=True)
         img = rng.uniform(0.3, 0.6, (h, w, 3)).astype(np.float32)
-        label = int(i == n_train + n_test - 1)
+        files = {"intensity": f"samples/{sid}/intensity.tiff"}
+        if aolp:
+            phi = rng.uniform(-1.5, 1.5, (h, w)).astype(np.float32)
+            tifffile.imwrite(d / "aolp.tiff", np.stack([np.cos(2 * phi), np.sin(2 * phi)], -1).astype(np.float32),
+                             photometric="minisblack", planarconfig="contig")
+            files["aolp"] = f"samples/{sid}/aolp.tiff"
+        label = int(i >= n_train + n_test - n_anomalous)
         mask_rel = None
         if label:
             img[10:20, 10:20] = 1.0
@@ -39,15 +48,27 @@ def dataset(root: Path, n_train: int = 4, n_test: int = 2, h: int = 40, w: int =
             mask_rel = f"samples/{sid}/mask.png"
         tifffile.imwrite(d / "intensity.tiff", img, photometric="rgb")
         samples.append({"id": sid, "split": "train" if i < n_train else "test", "label": label,
-                        "classes": ["dent"] if label else [], "source": "test",
-                        "files": {"intensity": f"samples/{sid}/intensity.tiff"},
+                        "classes": ["dent"] if label else [], "source": "test", "files": files,
                         "mask": mask_rel, "instance_mask": None, "instances": [], "sha256": {}})
     mods = {"intensity": {"channels": 3, "encoding": "float32 tiff", "normalisation": "x",
                           "scale": 1.0, "offset": 0.0}}
+    if aolp:
+        mods["aolp"] = {"channels": 2, "encoding": "cos/sin 2phi", "normalisation": "x", "scale": 1.0, "offset": 0.0}
     (root / "manifest.json").write_text(json.dumps(
         {"format": "polar_detect.dataset/1", "name": "tiny", "seed": 0, "modalities": mods,
          "classes": {"dent": "defect"}, "samples": samples}))
     return root
+
+
+def trained_tiny(root: Path) -> tuple[Path, Path]:
+    """(dataset dir, trained intensity model dir) under ``root``, trained with one torch thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = dataset(root / "data")
+        return data, train_model(data, root / "model")
+    finally:
+        torch.set_num_threads(n)
 
 
 def train_model(data: Path, out: Path, *extra: str) -> Path:
@@ -89,7 +110,32 @@ def copy_model(src: Path, dst: Path) -> Path:
     return dst
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    """Every path under ``root`` -> sha256 of its bytes ("dir" for directories)."""
-    return {str(p.relative_to(root)): ("dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(root.rglob("*"))}
+#: Tiny DRÆM networks for the Python-API training tests (``preset("small", **TINY)``).
+TINY = dict(recon_width=4, disc_width=4, batch_size=2, lr=1e-3)
+
+
+class CorpusCopy:
+    """Fresh copies of a dataset and a trained model under ``tmp`` for one bad-input case
+    (the case may damage them), and the file a planted pickle would create if it ran."""
+
+    def __init__(self, tmp: Path, data: Path, model: Path):
+        self.tmp = tmp
+        self.data = Path(shutil.copytree(data, tmp / "data"))
+        self.model = Path(shutil.copytree(model, tmp / "model"))
+        self.marker = tmp / "PWNED"
+
+
+def assert_refused(run, root: Path, capsys, expect, marker: Path) -> None:
+    """``run()`` (a CLI call) exits 2 with one ``error:`` line holding every string of
+    ``expect``, no traceback, nothing under ``root`` written or lost, and no pickle ran."""
+    before = snapshot(root)
+    capsys.readouterr()
+    rc = run()
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for s in expect:
+        assert s in lines[0], (s, lines[0])
+    assert snapshot(root) == before
+    assert not marker.exists()

@@ -66,3 +66,9 @@ def make_render(root: Path, samples, seed: int = 0, visibility: bool = True, h: 
             put("anomaly_mask", mask, ["anomaly"], "anomaly_mask.png")
         write_json(d / "meta.json", {"index": i, "files": files, "anomalies": rows})
     return Path(root)
+
+
+# sample specs shared by the dataset tests (``make_render(root, NORMAL8)``: 8 normal samples)
+NORMAL8 = [[] for _ in range(8)]
+MIXED = [[], [], [], [], [anomaly(1, "dent", (5, 5, 12, 12))], [], [anomaly(1, "scratch", (14, 6, 24, 8))],
+         [anomaly(1, "dent", (6, 10, 14, 16))], []]

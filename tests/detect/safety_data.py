@@ -17,7 +17,8 @@ import tifffile
 
 from polar_detect.dataset.build import build_from_renders
 
-from .fake_render import anomaly, make_render
+from tests.detect.fake_render import anomaly, make_render
+from tests.tree import snapshot  # noqa: F401 - sd.snapshot for the corpora
 
 H, W = 48, 64
 BOMB = 100_000  # width = height declared by the bomb headers: 10^10 pixels
@@ -232,18 +233,3 @@ def symlink_loop(path: Path) -> Path:
     os.symlink(other.name, path)
     os.symlink(path.name, other)
     return path
-
-
-def snapshot(root: Path) -> dict:
-    """{relative path: sha256 of the bytes, or 'link -> target'} of a tree (symlinks not
-    followed), to prove inputs were left unchanged."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            rel = str(p.relative_to(root))
-            if p.is_symlink():
-                out[rel] = f"link -> {os.readlink(p)}"
-            elif p.is_file():
-                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out

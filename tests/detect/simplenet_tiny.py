@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from polar_detect.simplenet.__main__ import main as simplenet_main
+from polar_detect.models.simplenet.__main__ import main as simplenet_main
 
 #: Tiny and fast: 2 epochs over <= 240 patches, 16 hidden units.
 FAST = ["--epochs", "2", "--hidden", "16", "--batch-patches", "64", "--max-patches", "240", "--batch-size", "4",
@@ -27,3 +27,12 @@ def one_thread(fn):
         return fn()
     finally:
         torch.set_num_threads(n)
+
+
+def pred_maps(pred: Path) -> tuple[dict, dict]:
+    """``(scores, {id: map array})`` of a predictions directory."""
+    import json
+
+    import tifffile
+    p = json.loads((pred / "predictions.json").read_text())
+    return p["scores"], {k: tifffile.imread(pred / v) for k, v in p["maps"].items()}

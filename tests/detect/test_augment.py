@@ -1,102 +1,20 @@
-"""Modality-aware augmentation (polar_detect.augment, polar_detect.modalities).
+"""Modality-aware augmentation (polar_detect.augment): each operation follows the modality's
+row of polar_detect.modalities (tested on its own in tests/detect/test_modalities.py).
 
-The reference is geometry, not the code under test: an analytic scene (a tilted plane with a
-spherical bump, seen by an orthographic camera in the OpenCV frame) is rendered into every
-dataset modality; the scene is then mirrored / rotated *as geometry* (its parameters), rendered
-again, and must equal the image transform applied to the first rendering.
+Images come from the analytic scene of tests/detect/analytic_scene.py (every dataset
+modality of a plane with a spherical bump), so signs, bounds and co-registration are known.
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from polar_detect import modalities as mods
-from polar_detect.augment import Augment, AugmentConfig
-from polar_detect.dataset.encodings import MODALITIES, decode_aolp, encode_aolp
-
-ALBEDO = np.array([0.8, 0.5, 0.3])
-
-
-def render(scene: dict, h: int, w: int) -> dict[str, torch.Tensor]:
-    """Every dataset modality of ``scene`` as (C, H, W) float64 tensors.
-
-    Orthographic camera looking along +z (OpenCV frame: x right, y down); pixel (v, u) sees the
-    ray at x = u - (w-1)/2, y = v - (h-1)/2. Surfaces: plane depth z = z0 + a x + b y and a
-    sphere of radius r centred on the plane at (cx, cy); the nearer one is seen. Diffuse
-    polarization: AoLP = azimuth of the projected normal, counter-clockwise on screen
-    (atan2(-ny, nx)); DoLP a function of the zenith angle; Lambertian S0 lit along the view axis.
-    """
-    a, b, z0, cx, cy, r = (scene[k] for k in ("a", "b", "z0", "cx", "cy", "r"))
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    x -= (w - 1) / 2
-    y -= (h - 1) / 2
-    n = np.stack([np.full_like(x, a), np.full_like(x, b), -np.ones_like(x)])      # plane, faces camera
-    zc = z0 + a * cx + b * cy
-    d2 = (x - cx) ** 2 + (y - cy) ** 2
-    inside = d2 < r * r
-    zs = zc - np.sqrt(np.maximum(r * r - d2, 0.0))
-    front = inside & (zs < z0 + a * x + b * y)
-    sph = np.stack([x - cx, y - cy, zs - zc]) / r
-    n = np.where(front[None], sph, n)
-    n = n / np.linalg.norm(n, axis=0, keepdims=True)
-    theta = np.arccos(np.clip(-n[2], -1, 1))
-    rho = 0.4 * np.sin(theta) ** 2
-    phi = np.arctan2(-n[1], n[0])                       # counter-clockwise on screen
-    phi = (phi + np.pi / 2) % np.pi - np.pi / 2
-    s0 = ALBEDO[:, None, None] * (-n[2])[None]          # (3, H, W)
-    s1 = s0 * rho * np.cos(2 * phi)
-    s2 = s0 * rho * np.sin(2 * phi)
-    out = {"intensity": s0, "dolp": np.repeat(rho[None], 3, 0), "normals": n,
-           "aolp": encode_aolp(np.repeat(phi[..., None], 3, -1)).transpose(2, 0, 1).astype(np.float64),
-           "stokes": np.concatenate([s0, s1, s2])}
-    for ang in (0, 45, 90, 135):
-        t = math.radians(ang)
-        out[f"pol{ang}"] = 0.5 * (s0 + s1 * math.cos(2 * t) + s2 * math.sin(2 * t))
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
-
-
-SCENE = {"a": 0.35, "b": -0.2, "z0": 50.0, "cx": 3.3, "cy": -2.7, "r": 7.0}
-
-
-def transformed_scene(scene: dict, op: str) -> dict:
-    """The same scene mirrored / rotated as geometry (independent of polar_detect)."""
-    s = dict(scene)
-    if op == "hflip":                        # x -> -x
-        s.update(a=-scene["a"], cx=-scene["cx"])
-    elif op == "vflip":                      # y -> -y
-        s.update(b=-scene["b"], cy=-scene["cy"])
-    else:                                    # rot90 (counter-clockwise on screen): (x, y) -> (y, -x)
-        # depth'(q) = depth(R^-1 q), R^-1 (x, y) = (-y, x): z0 + a(-y) + b x
-        s.update(a=scene["b"], b=-scene["a"], cx=scene["cy"], cy=-scene["cx"])
-    return s
-
-
-@pytest.mark.parametrize("op", mods.GEOMETRIC_OPS)
-@pytest.mark.parametrize("h,w", [(24, 24), (20, 28)])
-def test_transforming_images_equals_rendering_the_transformed_scene(op, h, w):
-    before = render(SCENE, h, w)
-    hh, ww = (w, h) if op == "rot90" else (h, w)
-    after = render(transformed_scene(SCENE, op), hh, ww)
-    assert set(before) == set(MODALITIES)
-    # the scene really changes under every op (no trivially symmetric reference)
-    assert not torch.allclose(mods.spatial(before["normals"], op), after["normals"], atol=1e-3)
-    for name, img in before.items():
-        if op in mods.allowed_ops(name):
-            got = mods.transform(img, name, op)
-            assert got.shape == after[name].shape, name
-            assert torch.allclose(got, after[name], atol=1e-6), (name, op, float((got - after[name]).abs().max()))
-    moved = mods.transform_set({k: v for k, v in before.items()}, op)   # polarizer images as a set
-    for name in after:
-        assert torch.allclose(moved[name], after[name], atol=1e-6), (name, op)
-    # AoLP in radians: a mirror negates it, a quarter turn adds 90 deg (mod 180)
-    phi0 = decode_aolp(before["aolp"].numpy().transpose(1, 2, 0))[..., 0]
-    phi1 = decode_aolp(after["aolp"].numpy().transpose(1, 2, 0))[..., 0]
-    expect = -phi0 if op != "rot90" else phi0 + np.pi / 2
-    diff = (mods.spatial(torch.from_numpy(expect), op).numpy() - phi1 + np.pi / 2) % np.pi - np.pi / 2
-    assert np.abs(diff).max() < 1e-5
+from polar_detect.augment import Augment, AugmentConfig, amplitude, gaussian_blur
+from polar_detect.dataset.encodings import MODALITIES
+from tests.detect.analytic_scene import SCENE, render
 
 
 def test_polarizer_images_alone_refuse_ops_that_relabel_them():
@@ -112,21 +30,6 @@ def test_polarizer_images_alone_refuse_ops_that_relabel_them():
     assert aug.disabled == ["hflip", "vflip"] and "left out" in aug.describe()
     x = img["pol45"].float()
     assert torch.equal(aug(x), x)                    # nothing it cannot do correctly
-
-
-@pytest.mark.parametrize("name", MODALITIES)
-def test_round_trips(name):
-    x = render(SCENE, 12, 12)[name]
-    for op in mods.allowed_ops(name):
-        twice = mods.transform(mods.transform(x, name, op), name, op)
-        if op == "rot90":
-            four = x
-            for _ in range(4):
-                four = mods.transform(four, name, op)
-            assert torch.equal(four, x)
-            assert not torch.allclose(twice, x)      # a half turn is not the identity
-        else:
-            assert torch.equal(twice, x), (name, op)
 
 
 def _full(**kw):
@@ -207,8 +110,8 @@ def test_rot90_needs_square_images_and_unknown_modality():
 
 
 def test_draem_and_patchcore_read_the_same_table():
-    from polar_detect.draem.polar import SIGNED, modality_config
-    from polar_detect.draem.train import TrainConfig
+    from polar_detect.models.draem.polar import SIGNED, modality_config
+    from polar_detect.models.draem.train import TrainConfig
     assert SIGNED == {"aolp", "normals", "normals_learned", "stokes"} == mods.SIGNED
     for name in MODALITIES:
         cfg = modality_config(TrainConfig(), name)
@@ -220,9 +123,9 @@ def test_draem_and_patchcore_read_the_same_table():
 def test_patchcore_augments_stored_normals_before_its_encoding():
     """Sequential PatchCore hands the augmentation the stored normals (signed, in [-1, 1]),
     then encodes them; the encoded backbone input stays (n + 1) / 2 of a transformed normal."""
-    from polar_detect.features import FeatureConfig, FeatureExtractor
-    from polar_detect.patchcore import SequentialPatchCore
-    from polar_detect.patchcore.encoding import InputEncoding
+    from polar_detect.backbones import FeatureConfig, FeatureExtractor
+    from polar_detect.models.patchcore import SequentialPatchCore
+    from polar_detect.models.patchcore.encoding import InputEncoding
 
     normals = render(SCENE, 32, 32)["normals"].float()
     data = [{"image": normals, "label": 0, "id": str(i), "mask": torch.zeros(1, 32, 32)} for i in range(2)]
@@ -246,3 +149,54 @@ def test_patchcore_augments_stored_normals_before_its_encoding():
     assert all(torch.equal(x, normals.expand_as(x)) for x in seen)
     flipped = mods.transform(normals, "normals", "hflip")
     assert torch.allclose(encoded[-1], ((flipped + 1) / 2).expand_as(encoded[-1]))
+
+
+def test_amplitude_is_the_noise_reference_of_each_kind():
+    img = render(SCENE, 16, 16)
+    assert amplitude(img["normals"] * 7, "normals") == 1.0 == amplitude(img["aolp"] * 7, "aolp")   # unit length
+    x = torch.zeros(3, 20, 20)
+    x.view(-1)[:3] = -50.0                                   # 0.25 % outliers: above the 99.5th percentile
+    x.view(-1)[3:] = torch.linspace(0.0, 2.0, x.numel() - 3)
+    assert amplitude(x, "intensity") == pytest.approx(float(torch.quantile(x.abs().view(-1), 0.995)))
+    assert 1.9 < amplitude(x, "intensity") < 50.0
+    s = img["stokes"].float()
+    assert amplitude(s, "stokes") == amplitude(s[:3], "intensity")      # S0 only, not S1, S2
+    assert amplitude(torch.zeros(1, 4, 4), "dolp") == 1e-12
+
+
+def test_noise_is_relative_to_the_image_amplitude():
+    """Gaussian noise of std ``noise_std`` x amplitude: the same relative noise on an image
+    and on the image x 100 (a brighter render), so the noise does not depend on exposure."""
+    x = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0)) + 0.5
+    cfg = _full(p_noise=1, noise_std=(0.02, 0.02))
+    for gain in (1.0, 100.0):
+        d = Augment(cfg, seed=4)(x * gain) - x * gain
+        assert float(d.std() / amplitude(x * gain, "intensity")) == pytest.approx(0.02, rel=0.05)
+        assert abs(float(d.mean())) < 0.002 * gain
+
+
+def test_blur_smooths_and_keeps_the_mean_and_bounds():
+    img = render(SCENE, 24, 24)
+    x = img["intensity"].float()
+    x = x + 0.2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(1))     # high-frequency detail
+    y = Augment(_full(p_blur=1, blur_sigma=(1.0, 1.0)), seed=0)(x)
+    assert torch.allclose(y, gaussian_blur(x, 1.0))
+    assert y.diff(dim=-1).abs().mean() < 0.5 * x.diff(dim=-1).abs().mean()
+    assert float(y.mean()) == pytest.approx(float(x.mean()), rel=0.02)
+    flat = torch.full((1, 8, 8), 0.3)
+    assert torch.allclose(Augment(_full(p_blur=1), seed=0)(flat), flat)           # a constant stays
+
+
+def test_a_batch_is_augmented_image_by_image_with_one_stream():
+    """(B, C, H, W): each image gets its own draws, in order, from the one generator; the
+    same as calling the augmentation on the images one after the other."""
+    img = render(SCENE, 16, 16)
+    batch = torch.stack([img["normals"].float(), -img["normals"].float()])
+    cfg = AugmentConfig(p_hflip=0.5, p_vflip=0.5, p_noise=1, p_mask=0.5)
+    out = Augment(cfg, seed=9, modality="normals")(batch)
+    one = Augment(cfg, seed=9, modality="normals")
+    assert torch.equal(out, torch.stack([one(b) for b in batch]))
+    same = Augment(_full(p_hflip=0.5, p_vflip=0.5), seed=9, modality="normals")(batch[:1].expand(8, -1, -1, -1))
+    assert len({tuple(o.flatten()[:64].tolist()) for o in same}) > 1   # copies of one image: draws differ
+    d = Augment(cfg, seed=9, modality="pol45").to_dict()
+    assert d["modality"] == "pol45" and d["disabled"] == ["hflip", "vflip"] and d["blur_sigma"] == [0.3, 1.5]

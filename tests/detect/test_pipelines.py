@@ -169,20 +169,58 @@ def test_seq_patchcore_preset_resolves_and_maps_the_scenarios():
     assert p["metrics"] == ["image_auroc", "pixel_auroc", "aupro", "f1", "mr_dw", "mr_dw_impurity"]
 
 
+def _direct_aurocs(pred: Path, data: Path) -> tuple[float, float]:
+    """(image, pixel) AUROC of a predictions directory on its dataset's test split, straight
+    from the files with scikit-learn: ignore-only images out of the image AUROC, ignore pixels
+    out of the pixel AUROC."""
+    import cv2
+    import numpy as np
+    import tifffile
+    from sklearn.metrics import roc_auc_score
+    man = json.loads((data / "manifest.json").read_text())
+    p = json.loads((pred / "predictions.json").read_text())
+    test = [s for s in man["samples"] if s["split"] == "test"]
+    kept = [s for s in test if not s.get("ignore_image")]
+    image = roc_auc_score([s["label"] for s in kept], [p["scores"][s["id"]] for s in kept])
+    scores, labels = [], []
+    for s in test:
+        a = tifffile.imread(pred / p["maps"][s["id"]])
+        m = cv2.imread(str(data / s["mask"]), cv2.IMREAD_UNCHANGED) > 0 if s.get("mask") else np.zeros(a.shape, bool)
+        keep = ~(cv2.imread(str(data / s["ignore"]), cv2.IMREAD_UNCHANGED) > 0) if s.get("ignore") else np.ones(a.shape, bool)
+        scores.append(a[keep])
+        labels.append(m[keep])
+    return image, roc_auc_score(np.concatenate(labels), np.concatenate(scores))
+
+
 TINY = {"n_render": "6", "n_real": "16", "res": "128x96", "spp": "4", "coreset_size": "100", "epochs": "2",
         "quiet": "--quiet", "eval_extra": "--no-report", "min_visible_px": "4"}   # 128x96: small anomalies
 
 
 @pytest.mark.slow
 def test_seq_patchcore_preset_end_to_end(tmp_path):
-    """The whole preset at toy size (50-65 s on 2 CPU cores): a finite row per scenario."""
+    """The whole preset at toy size (50-65 s on 2 CPU cores): each row of the table is its own
+    evaluate step's metrics.json, whose AUROCs agree with a direct scikit-learn computation
+    over that row's predictions, and the scenarios do not all collapse to one result."""
     out = tmp_path / "seq"
     rows = run_preset(SEQ, {**TINY, "out": str(out)})
     res = json.loads((out / "results.json").read_text())
     assert [r["id"] for r in res["rows"]] == SCENARIOS == [r["id"] for r in rows]
+    preset = {r["id"]: dict(r["steps"]) for r in load_preset(SEQ, {**TINY, "out": str(out)})["rows"]}
     for r in res["rows"]:
+        m = json.loads((out / "eval" / r["id"] / "metrics.json").read_text())
+        pred_out = _opt(_argv(preset[r["id"]][f"{r['id']}-predict"]), "--out")[0]
+        assert Path(m["predictions"]) == Path(pred_out) / "predictions.json"
+        assert r == {"id": r["id"], "image_auroc": m["image"]["auroc"], "pixel_auroc": m["pixel"]["auroc"],
+                     "aupro": m["aupro"]["value"], "f1": m["thresholded"]["f1"],
+                     "mr_dw": m["defect_wise_recall"]["mR_DW"],
+                     "mr_dw_impurity": m["defect_wise_recall"]["mR_DW_impurity"],
+                     **({"threshold_degenerate": r["threshold_degenerate"]} if "threshold_degenerate" in r else {})}
         for k in ("image_auroc", "pixel_auroc", "aupro", "f1", "mr_dw", "mr_dw_impurity"):
             assert r[k] is not None and 0.0 <= r[k] <= 1.0 and math.isfinite(r[k]), (r["id"], k, r[k])
+        image, pixel = _direct_aurocs(Path(m["predictions"]).parent, out / "data" / "real")
+        assert r["image_auroc"] == pytest.approx(image, abs=1e-12), r["id"]
+        assert r["pixel_auroc"] == pytest.approx(pixel, abs=1e-9), r["id"]
+    assert len({r["pixel_auroc"] for r in res["rows"]}) >= len(SCENARIOS) // 2   # scenarios differ
     real = json.loads((out / "data" / "real" / "manifest.json").read_text())
     assert real["labels"] == {"impurities": "normal"} and real["images"].startswith("DoFP")
     for s in real["samples"]:
@@ -299,7 +337,7 @@ def test_preset_by_name_and_shipped_presets_dry_run(capsys):
     for name in ("usb_brick_station", "polar_ano_draem", "seq_patchcore_aluminum"):
         assert pipelines_main([name, "--dry-run", "--set", "out=/nonexistent/x"]) == 0
         text = capsys.readouterr().out
-        assert "python -m polar_detect.evaluate" in text and "${" not in text
+        assert "python -m polar_detect.evaluation.evaluate" in text and "${" not in text
     assert not Path("/nonexistent").exists()
 
 
@@ -317,7 +355,7 @@ def test_variant_of_a_scene_outside_the_repo_loads(tmp_path, monkeypatch):
     through POLAR_ASSET_DIRS for itself and its commands; nothing else is allowed."""
     import shutil
 
-    from polar_render.config import REPO_ROOT, SceneConfigError, load_scene, write_scene_variant
+    from polar_render.config.scenes import REPO_ROOT, SceneConfigError, load_scene, write_scene_variant
     from polar_detect.pipelines import write_scenes
 
     monkeypatch.setenv("POLAR_ASSET_DIRS", "")  # restored (unset) after the test

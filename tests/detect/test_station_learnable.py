@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from polar_render.config import load_scene, write_scene_variant
-from polar_render.pipeline import RenderRequest, run
+from polar_render.config.scenes import load_scene, write_scene_variant
+from polar_render.run.request import RenderRequest
+from polar_render.run.runner import run
 
 RES = (240, 180)
 STRUCTURAL = ("dent", "bump", "scratch", "chip")
@@ -19,10 +20,10 @@ def _scene(tmp_path, name, **dotted):
 
 @pytest.mark.slow
 def test_seq_patchcore_beats_blurred_mask_inside_the_part(tmp_path):
-    from polar_detect.baseline.__main__ import main as baseline
+    from polar_detect.models.baseline.__main__ import main as baseline
     from polar_detect.dataset.__main__ import main as dataset
-    from polar_detect.evaluate import evaluate
-    from polar_detect.patchcore.__main__ import main as patchcore
+    from polar_detect.evaluation.evaluate import evaluate
+    from polar_detect.models.patchcore.__main__ import main as patchcore
 
     classes = load_scene("usb_brick_station").anomalies["classes"]
     train_scene = _scene(tmp_path, "train", **{"anomalies.probability": 0})

@@ -10,9 +10,9 @@ import trimesh
 from polar_render.bop import read_layout
 from polar_render.geometry import project_points
 from polar_render.io import read_png
-from polar_render.scene import SceneError, intrinsics_to_mitsuba
+from polar_render.mitsuba.scene import SceneError, intrinsics_to_mitsuba
 
-from .conftest import PLAIN_SCENE, copy_layout, render_dir, samples
+from tests.render.conftest import PLAIN_SCENE, copy_layout, render_dir, samples
 
 
 def _check_projection(sample: dict, models: dict, min_visible: int = 50) -> dict:

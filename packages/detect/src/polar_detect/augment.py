@@ -20,7 +20,7 @@ follows the modality's row in :data:`polar_detect.modalities.TABLE`:
 Images are (C, H, W) or (B, C, H, W) of one modality in the dataset's representation
 (stored physical values, or manifest-normalised ones: offset 0, positive scale, so signs
 and bounds at 0 are the same). PatchCore applies it *before* its input encoding
-(``patchcore/model.py``). Deterministic given the seed; every random number is drawn
+(``models/patchcore/trainer.py``). Deterministic given the seed; every random number is drawn
 whether or not the modality uses it, so two ``Augment`` objects with the same seed apply
 the same geometry to co-registered images of different modalities.
 """
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from . import modalities as mods
+from polar_detect import modalities as mods
 
 
 def gaussian_kernel1d(sigma: float, size: int | None = None) -> torch.Tensor:

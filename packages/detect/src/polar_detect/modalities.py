@@ -17,7 +17,7 @@ dolp         ratio         DoLP in [0, 1] (C channels); pixels move, values stay
 aolp         axial_angle   AoLP phi, an orientation with period 180 deg, stored as
                            (cos 2phi, sin 2phi) (2C channels: every cos, then every sin), phi
                            from the image x axis (right), counter-clockwise *on screen* (towards
-                           image up; the renderer's convention, ``polar_render.polarization``).
+                           image up; the renderer's convention, ``polar_render.physics.polarization``).
                            A mirror negates phi: (c, s) -> (c, -s); a 90 deg rotation adds
                            90 deg: (c, s) -> (-c, -s) (either direction: the period is 180 deg)
 normals      unit_vector   unit surface normals (3 channels x, y, z), OpenCV camera frame:
@@ -74,7 +74,7 @@ TABLE: dict[str, Modality] = {
     "dolp": Modality("dolp", "ratio", False, (0.0, 1.0), "0", False),
     "aolp": Modality("aolp", "axial_angle", True, (-1.0, 1.0), "(cos, sin) = (1, 0)", False),
     "normals": Modality("normals", "unit_vector", True, (-1.0, 1.0), "(0, 0, 0)", False),
-    # normals predicted by the SfP network (polar_detect.sfp predict): same encoding as normals
+    # normals predicted by the SfP network (polar_detect.models.sfp predict): same encoding as normals
     "normals_learned": Modality("normals_learned", "unit_vector", True, (-1.0, 1.0), "(0, 0, 0)", False),
     "stokes": Modality("stokes", "stokes", True, (-1.0, 1.0), "0", True),
 }

@@ -6,7 +6,7 @@ Schema (see ``pipelines/README.md``):
   other variables (``data: ${out}/data``), resolved after the overrides.
 * ``scenes`` (optional): scene-file variants ``<name>: {from: <scene>, set: {<dotted.key>:
   <value>}}``, written to ``${out}/scenes/<name>.yaml`` before the stages
-  (``polar_render.config.write_scene_variant``; ``null`` deletes a key) and validated;
+  (``polar_render.config.scenes.write_scene_variant``; ``null`` deletes a key) and validated;
   render one with ``--scene ${out}/scenes/<name>.yaml``.
 * ``stages``: shell commands run in order.
 * ``rows``: each an ``id`` (letters, digits, ``_ . + -``: it names files) plus per-row
@@ -45,7 +45,7 @@ from pathlib import Path
 
 import yaml
 
-# table name -> (section, key) of polar_detect.evaluate's metrics.json
+# table name -> (section, key) of polar_detect.evaluation.evaluate's metrics.json
 METRIC_KEYS = {"image_auroc": ("image", "auroc"), "pixel_auroc": ("pixel", "auroc"),
                "image_ap": ("image", "ap"), "pixel_ap": ("pixel", "ap"),
                "aupro": ("aupro", "value"),                     # FPR limit: evaluate --fpr-limit (0.3)
@@ -58,7 +58,7 @@ METRIC_KEYS = {"image_auroc": ("image", "auroc"), "pixel_auroc": ("pixel", "auro
                "pixel_auroc_part": ("pixel_part", "auroc"),     # pixels inside the part (object_mask) only
                **{f"det_{c}": ("instance_detection_rate", c)    # share of instances of class c detected
                   for c in ("dent", "bump", "scratch", "chip", "water_stain", "missing", "extra", "swapped")},
-               # image AUROC of normal images vs images holding a class of the group (evaluate.CLASS_GROUPS)
+               # image AUROC of normal images vs images holding a class of the group (evaluation.image_level.CLASS_GROUPS)
                **{f"image_auroc_{g}": ("image", "auroc_by_group", g, "auroc")
                   for g in ("structural", "impurity", "logical")}}
 _VAR = re.compile(r"\$\{(\w+)\}")
@@ -106,8 +106,8 @@ def allow_base_scene_dirs(scenes: dict) -> None:
     """A variant under ``out/scenes/`` names its base scene's meshes by absolute path, outside
     its own folder; the preset (trusted, it is code) allows those folders as asset
     directories for itself and every command it runs, through ``POLAR_ASSET_DIRS``."""
-    from polar_render.config import resolve_scene_path
-    from polar_render.schema import ASSET_DIRS_ENV
+    from polar_render.config.scenes import resolve_scene_path
+    from polar_render.config.schema import ASSET_DIRS_ENV
 
     dirs = [d for d in os.environ.get(ASSET_DIRS_ENV, "").split(os.pathsep) if d]
     for base, _ in scenes.values():
@@ -121,7 +121,7 @@ def allow_base_scene_dirs(scenes: dict) -> None:
 def write_scenes(scenes: dict, out: Path) -> None:
     """Write resolved scene-file variants ``{name: (base scene, {dotted.key: value})}`` to
     ``out/scenes/<name>.yaml`` and validate them."""
-    from polar_render.config import load_scene, write_scene_variant
+    from polar_render.config.scenes import load_scene, write_scene_variant
 
     allow_base_scene_dirs(scenes)
     for name, (base, overrides) in scenes.items():

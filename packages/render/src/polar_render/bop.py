@@ -43,10 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
-from .geometry import is_rotation
-from .limits import check_face_count, check_mesh_file
-from .paths import UnsafePathError, contained, resolve_checked
+from polar_render import io
+from polar_render.geometry import is_rotation
+from polar_render.limits import check_face_count, check_mesh_file
+from polar_render.paths import UnsafePathError, contained, resolve_checked
 
 __all__ = [
     "BopFormatError", "BopPathError", "CameraInfo", "ObjectPose", "Frame", "BopLayout",
@@ -126,27 +126,7 @@ class Frame:
 
 def _read_bytes(path: Path) -> bytes:
     """Bytes of a file whose path was checked with :func:`_inside` (loops, escapes)."""
-    if not path.is_file():
-        raise BopFormatError(f"{path}: file not found")
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise BopFormatError(f"{path}: cannot read: {e.strerror or e}") from e
-
-
-def _parse_json(path: Path, data: bytes):
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BopFormatError(f"{path}: cannot read: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    if not text.strip():
-        raise BopFormatError(f"{path}: file is empty (expected a JSON object)")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BopFormatError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-    except RecursionError:
-        raise BopFormatError(f"{path}: invalid JSON: nested too deeply") from None
+    return io.read_file_bytes(path, error=BopFormatError)
 
 
 def _is_number(x) -> bool:
@@ -196,9 +176,7 @@ def _im_key(path, k) -> int:
     return int(k)
 
 
-def _parse_camera(path: Path, data) -> CameraInfo:
-    if not isinstance(data, dict):
-        raise BopFormatError(f"{path}: expected a JSON object at top level")
+def _parse_camera(path: Path, data: dict) -> CameraInfo:
     for k in ("fx", "fy", "cx", "cy", "width", "height"):
         if k not in data:
             raise BopFormatError(f"{path}: missing key '{k}'")
@@ -210,10 +188,8 @@ def _parse_camera(path: Path, data) -> CameraInfo:
     return CameraInfo(K=K, width=w, height=h, depth_scale=ds)
 
 
-def _parse_scene_camera(path: Path, data, default: CameraInfo) -> dict[int, dict]:
+def _parse_scene_camera(path: Path, data: dict, default: CameraInfo) -> dict[int, dict]:
     """-> {im_id: dict(K, depth_scale, R_w2c, t_w2c_mm)}"""
-    if not isinstance(data, dict):
-        raise BopFormatError(f"{path}: expected a JSON object keyed by image id")
     out = {}
     for k, entry in data.items():
         im_id = _im_key(path, k)
@@ -237,9 +213,7 @@ def _parse_scene_camera(path: Path, data, default: CameraInfo) -> dict[int, dict
     return out
 
 
-def _parse_scene_gt(path: Path, data) -> dict[int, tuple[ObjectPose, ...]]:
-    if not isinstance(data, dict):
-        raise BopFormatError(f"{path}: expected a JSON object keyed by image id")
+def _parse_scene_gt(path: Path, data: dict) -> dict[int, tuple[ObjectPose, ...]]:
     out = {}
     for k, entries in data.items():
         im_id = _im_key(path, k)
@@ -479,11 +453,12 @@ class _Reader:
         self.hash.update(f"{rel}\0{len(data)}\0".encode())
         self.hash.update(data)
 
-    def json(self, rel: str):
+    def json(self, rel: str, what: str = "a JSON object keyed by image id") -> dict:
+        """The JSON object ``rel`` (every BOP JSON file is one); BopFormatError naming it."""
         path = self.path(rel)
         data = _read_bytes(path)
         self._record(rel, data)
-        return _parse_json(path, data)
+        return io.parse_json_object(path, data, what=what, error=BopFormatError)
 
     def model(self, obj_id: int, source: Path, key: str):
         rel = _model_path(Path(), obj_id).as_posix()
@@ -500,9 +475,7 @@ def _read_models_info(rd: _Reader) -> tuple[Path, dict[int, dict]]:
     if not info_path.is_file():
         raise BopFormatError(f"{info_path}: file not found (BOP layouts describe every model there: "
                              "diameter, min_x/y/z, size_x/y/z in mm)")
-    raw = rd.json("models/models_info.json")
-    if not isinstance(raw, dict):
-        raise BopFormatError(f"{info_path}: expected a JSON object keyed by obj_id")
+    raw = rd.json("models/models_info.json", what="a JSON object keyed by obj_id")
     models_info: dict[int, dict] = {}
     for k, v in raw.items():
         if not isinstance(v, dict):
@@ -573,7 +546,7 @@ def read_layout(root, split: str | None = None) -> BopLayout:
     if not root.is_dir():
         raise BopFormatError(f"{root}: dataset root is not a directory")
     rd = _Reader(root)
-    camera = _parse_camera(root / "camera.json", rd.json("camera.json"))
+    camera = _parse_camera(root / "camera.json", rd.json("camera.json", what="a JSON object of camera intrinsics"))
     info = _read_models_info(rd)
     split = split if split is not None else _detect_split(root)
     frames: list[Frame] = []

@@ -1,7 +1,7 @@
 """Command line: ``polar-render render|new-scene`` (the Makefile's ``make render`` and ``make scene`` call this).
 
 ``render`` renders N samples of a scene; ``new-scene NAME --mesh part.stl`` writes a scene file for
-your own part (``polar_render.scaffold``). Mesh warnings (``polar_render.meshes.MeshWarning``) are
+your own part (``polar_render.config.scaffold``). Mesh warnings (``polar_render.parts.meshes.MeshWarning``) are
 printed as ``warning: <scene file>: <key>: <problem>``.
 """
 from __future__ import annotations
@@ -23,7 +23,8 @@ def scene_label(scene: str) -> str:
 
 
 def _render(args) -> int:
-    from .pipeline import RenderRequest, parse_res, parse_shard, run
+    from polar_render.run.request import RenderRequest, parse_res, parse_shard
+    from polar_render.run.runner import run
 
     out = args.out if args.out is not None else f"out/{scene_label(args.scene)}"
     req = RenderRequest(scene=args.scene, out=out,
@@ -41,7 +42,7 @@ def _render(args) -> int:
 
 
 def _new_scene(args) -> int:
-    from .scaffold import new_scene
+    from polar_render.config.scaffold import new_scene
 
     words = [args.name, *(f"--mesh {Path(m).name}" for m in args.mesh), *(f"--unit {u}" for u in args.unit or []),
              *(f"--material {m}" for m in args.material or []), f"--mode {args.mode}"]
@@ -53,7 +54,7 @@ def _new_scene(args) -> int:
 
 def _show_mesh_warnings() -> None:
     """Print mesh warnings as one line ``warning: ...`` each (other warnings as usual)."""
-    from .meshes import MeshWarning
+    from polar_render.parts.meshes import MeshWarning
 
     shown = warnings.showwarning
     if getattr(shown, "_polar_mesh", False):
@@ -69,9 +70,7 @@ def _show_mesh_warnings() -> None:
     warnings.showwarning = show
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="polar-render", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+def _add_render(sub) -> None:
     r = sub.add_parser("render", help="render N samples of a scene (sampling a layout unless --layout is given)")
     r.add_argument("--scene", default="usb_brick", help="scene name under scenes/ or path to a scene.yaml")
     r.add_argument("--n", type=int, default=None, help="number of samples N >= 1 (default 8; all frames with --layout)")
@@ -105,6 +104,9 @@ def main(argv=None) -> int:
     r.add_argument("--light-variant", default=None, choices=["none", "rot90", "scale2"],
                    help="override the scene's lights.ring.variant (ring-lit scenes only)")
     r.set_defaults(func=_render)
+
+
+def _add_new_scene(sub) -> None:
     ns = sub.add_parser("new-scene", help="write scenes/NAME/scene.yaml for your own part from its mesh file(s)",
                         description="Write scenes/NAME/scene.yaml (and copy the meshes beside it): framing and "
                                     "anomaly sizes computed from the part's size, every key with a comment. "
@@ -123,16 +125,29 @@ def main(argv=None) -> int:
                          "domain randomization) or topdown (camera straight above)")
     ns.add_argument("--force", action="store_true", help="rewrite an existing scene's scene.yaml and meshes")
     ns.set_defaults(func=_new_scene)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``polar-render`` argument parser (subcommands render and new-scene)."""
+    ap = argparse.ArgumentParser(prog="polar-render", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    _add_render(sub)
+    _add_new_scene(sub)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = parser()
     try:
         args = ap.parse_args(argv)
     except SystemExit as exc:   # argparse has printed the usage error (exit 2) or --help (exit 0)
         return int(exc.code or 0)
     _show_mesh_warnings()
-    from .blenderproc_compat import BlenderProcUnavailable
-    from .io import NoSpaceError
-    from .layout_blenderproc import LayoutBackendError
-    from .pipeline import RunAborted
-    from .variants import VariantError
+    from polar_render.layout.blenderproc.compat import BlenderProcUnavailable
+    from polar_render.io import NoSpaceError
+    from polar_render.layout.blenderproc.backend import LayoutBackendError
+    from polar_render.run.request import RunAborted
+    from polar_render.mitsuba.variants import VariantError
 
     # Bad input (exit 2): every check runs before anything is written. A full disk before
     # the first sample is written is reported the same way; one that stops a run part-way,

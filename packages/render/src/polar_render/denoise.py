@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .polarization import LUMA, POLARIZER_ANGLES_DEG, polarizer_images, project_to_cone
+from polar_render.physics.polarization import LUMA, POLARIZER_ANGLES_DEG, polarizer_images, project_to_cone
 
 METHODS = ("none", "oidn")
 GUIDE_SPP = 4            # rays per pixel of the guide pass (albedo + normal, box filter)
-QUALITY = "fast"         # OIDN filter quality: "high" | "balanced" | "fast" (bench_quality: fast is
+QUALITY = "fast"         # OIDN filter quality: "high" | "balanced" | "fast" (bench.quality: fast is
                          # as accurate here and keeps the most DoLP contrast, at 1/3 of the time of high)
 CLEAN_AUX = True         # guides are noise-free per pixel (first-hit values, box-filtered): cleanAux
 
@@ -48,7 +48,7 @@ class DenoiseError(RuntimeError):
 
 def oidn_device() -> str:
     """``cuda`` when an NVIDIA GPU is visible and OIDN's CUDA backend supports it, else ``cpu``."""
-    from .variants import cuda_visible
+    from polar_render.mitsuba.variants import cuda_visible
 
     if not cuda_visible():
         return "cpu"

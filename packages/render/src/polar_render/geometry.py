@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+SQUARE_PIXEL_RTOL = 1e-4   # fx and fy may differ by this share: the renderer needs square pixels
+
 __all__ = ["pose_matrix", "invert_pose", "project_points", "look_at_w2c", "is_rotation"]
 
 

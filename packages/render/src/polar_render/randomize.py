@@ -1,24 +1,21 @@
 """Per-sample randomisation (Polar-Ano Table I ranges come from the scene file).
 
-Values come from a loaded scene (validated, defaults filled by ``polar_render.schema``), so
-nothing is checked here. Every draw for sample ``i`` comes from
-``np.random.default_rng([seed, i, stream])``, so a sample is a pure function of (scene
-config, seed, i), whatever order or batch it is rendered in. Streams: 0 = layout (per BOP scene), 1 = appearance, 2 = Mitsuba sampler seed.
-Draw order is fixed: materials (instances in BOP order, parts in scene-file order), spot
-light, ground, environment, render seed. All returned values are plain floats/lists so
-they can be stored in ``meta.json`` verbatim.
+Values come from a loaded scene (validated, defaults filled by ``polar_render.config.schema``), so
+nothing is checked here. Every draw for sample ``i`` comes from the ``appearance`` stream of
+``(seed, i)`` and the sampler seed from the ``render`` stream (:mod:`polar_render.rng`), so
+a sample is a pure function of (scene config, seed, i), whatever order or batch it is
+rendered in. Draw order is fixed: materials (instances in BOP order, parts in scene-file
+order), spot light, ground, environment, ring light. Units: positions and radii in metres,
+angles in degrees, colours linear RGB in [0, 1]. All returned values are plain floats/lists
+so they can be stored in ``meta.json`` verbatim.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .config import SceneConfig, as_range, is_rgb
-
-STREAM_LAYOUT, STREAM_APPEARANCE, STREAM_RENDER = 0, 1, 2
-
-
-def rng_for(seed: int, index: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), int(index), int(stream)])
+from polar_render import rng as streams
+from polar_render.config.scenes import SceneConfig, as_range, is_rgb
+from polar_render.mitsuba.lights import ring_meta
 
 
 def _u(rng: np.random.Generator, value) -> float:
@@ -72,7 +69,7 @@ def sample_appearance(cfg: SceneConfig, seed: int, index: int,
     ``part_slots``: (instance index, obj_id, part name, material name) for every rendered
     part, in scene order. ``centre_m``: world position (m) the light is aimed at.
     """
-    rng = rng_for(seed, index, STREAM_APPEARANCE)
+    rng = streams.stream("appearance", seed, index)
     centre = np.asarray(centre_m, dtype=np.float64)
     parts = []
     for inst, obj_id, part, mat in part_slots:
@@ -103,10 +100,8 @@ def sample_appearance(cfg: SceneConfig, seed: int, index: int,
     if spot is not None:
         out["spot"] = spot
     if "ring" in cfg.lights:  # drawn after everything else: scenes without a ring keep their draws
-        from .lights import ring_meta
-
         ring_cfg = cfg.lights["ring"]
         out["ring"] = {"radiance": _u(rng, ring_cfg["radiance"]), **ring_meta(ring_cfg)}
-    render_seed = int(rng_for(seed, index, STREAM_RENDER).integers(0, 2**31 - 1))
+    render_seed = streams.render_seed(seed, index)
     return {**out, **({"ground": ground} if ground is not None else {}), "environment": env,
             "render_seed": render_seed}

@@ -4,5 +4,5 @@ section 2; encodings: :mod:`polar_detect.dataset.encodings`.
 
 CLI: ``python -m polar_detect.dataset build|verify|export-mvtec|import-mvtec|import-loco|import-polar``.
 """
-from .encodings import MODALITIES, DatasetError  # noqa: F401
-from .manifest import read_manifest, verify  # noqa: F401
+from polar_detect.dataset.encodings import MODALITIES, DatasetError  # noqa: F401
+from polar_detect.dataset.manifest import read_manifest, verify  # noqa: F401

@@ -21,8 +21,9 @@ import sys
 
 from polar_render.limits import InputTooLargeError
 from polar_render.paths import UnsafePathError
+from polar_render.physics.dofp import DEFAULT_LAYOUT_TEXT
 
-from .encodings import DatasetError
+from polar_detect.dataset.encodings import DatasetError
 
 DEFAULT_MODALITIES = "intensity,aolp,dolp,normals"
 
@@ -85,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     ip.add_argument("--out", required=True)
     ip.add_argument("--modalities", default="intensity,aolp,dolp")
     ip.add_argument("--mode", default="auto", choices=("auto", "angles", "mosaic"))
-    ip.add_argument("--layout", default="90,45,135,0", help="DoFP 2x2 angles, row-major (default Sony IMX250MZR)")
+    ip.add_argument("--layout", default=DEFAULT_LAYOUT_TEXT, help="DoFP 2x2 angles, row-major (default Sony IMX250MZR)")
     ip.add_argument("--split", default="test", choices=("train", "val", "test"))
     ip.add_argument("--masks", help="dir of <frame>.png / <frame>_mask.png ground truth")
     ip.add_argument("--scale", type=float, help="intensity normalisation (default: 99.5th percentile of S0)")
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
     progress = not getattr(args, "no_progress", False)
     try:
         if args.cmd == "build":
-            from .build import build_from_renders
+            from polar_detect.dataset.build import build_from_renders
 
             _, line = build_from_renders(args.render, args.out, args.modalities, args.seed, args.train_ratio,
                                          args.val_fraction, args.name, args.overwrite, progress,
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
                                          min_visible_px=args.min_visible_px, min_contrast=args.min_contrast,
                                          norm_from=args.norm_from)
         elif args.cmd == "verify":
-            from .manifest import read_manifest, verify
+            from polar_detect.dataset.manifest import read_manifest, verify
 
             problems = verify(args.data, progress=True)
             for p in problems:
@@ -115,19 +116,19 @@ def main(argv=None) -> int:
             print(f"{args.data}: {n} samples, " + (f"{len(problems)} problems" if problems else "all checksums match"))
             return 1 if problems else 0
         elif args.cmd == "export-mvtec":
-            from .mvtec import export_mvtec
+            from polar_detect.dataset.mvtec import export_mvtec
 
             line = export_mvtec(args.data, args.out, args.modalities, args.category, args.overwrite, progress)
         elif args.cmd == "import-mvtec":
-            from .mvtec import import_mvtec
+            from polar_detect.dataset.mvtec import import_mvtec
 
             _, line = import_mvtec(args.src, args.out, args.seed, args.val_fraction, args.name, args.overwrite, progress)
         elif args.cmd == "import-loco":
-            from .loco import import_loco
+            from polar_detect.dataset.loco import import_loco
 
             _, line = import_loco(args.src, args.out, name=args.name, overwrite=args.overwrite, progress=progress)
         else:
-            from .polar_capture import import_polar
+            from polar_detect.dataset.polar_capture import import_polar
 
             _, line = import_polar(args.src, args.out, args.modalities, args.mode, args.layout, args.split,
                                    args.masks, args.scale, args.name, args.overwrite, progress)

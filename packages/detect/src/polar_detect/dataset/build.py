@@ -8,7 +8,7 @@ mask, and the table gives each instance's class and kind (defect | impurity).
 ``impurities="normal"`` (Sequential PatchCore: water stains are normal variation, not
 defects): a sample is anomalous iff it has a *defect* instance and the binary mask covers
 defect pixels only; impurity instances stay in the instance mask and table (so
-``polar_detect.evaluate`` reports the share of flagged impurities as ``mR_DW_impurity``),
+``polar_detect.evaluation.evaluate`` reports the share of flagged impurities as ``mR_DW_impurity``),
 and a stain-only sample is a normal sample that may go to the train split.
 
 ``from_mosaic=True``: the polarization modalities (intensity, pol*, stokes, dolp, aolp) are
@@ -48,7 +48,7 @@ in ``instance_mask``.  A sample whose anomaly instances are all ignored gets lab
 
 Part mask: every sample of a render with ``object_mask`` gets ``"object_mask":
 "samples/<id>/object_mask.png"`` (uint8 0/255 = object_mask > 0), used for metrics inside the
-part and by the ``polar_detect.baseline`` detector.
+part and by the ``polar_detect.models.baseline`` detector.
 
 ``norm_from``: the modalities' ``scale``/``offset`` are copied from that dataset (manifest
 ``normalisation_from``: dataset, manifest, manifest_sha256, name, modalities; each modality
@@ -57,16 +57,17 @@ entry also names it) instead of computed; needed for an eval-only build (every r
 """
 from __future__ import annotations
 
-import json
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from polar_render import io
+from polar_render.progress import progress as progress_bar
 
-from . import encodings as enc
-from .encodings import DatasetError
-from .selection import POOLED, IgnoreRules, borrowed_normalisation, list_ids, parse_render, visible_px_of
-from .writer import DatasetWriter, split_counts
+from polar_detect.dataset import encodings as enc
+from polar_detect.dataset.encodings import DatasetError
+from polar_detect.dataset.selection import POOLED, IgnoreRules, borrowed_normalisation, list_ids, parse_render, visible_px_of
+from polar_detect.dataset.writer import DatasetWriter, split_counts
 
 KINDS = ("defect", "impurity")
 IMPURITY_MODES = ("anomalous", "normal")
@@ -107,14 +108,9 @@ def _contained(root: Path, name, source: Path, key: str) -> Path:
 def read_meta(sample_dir: Path) -> dict:
     """A render sample's meta.json; ``files`` must map names to ``{"path": relative path, ...}``."""
     path = sample_dir / "meta.json"
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: missing (incomplete render sample?)") from None
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path}: unreadable: {exc}") from None
-    if not isinstance(meta, dict):
-        raise DatasetError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    if not path.exists():
+        raise DatasetError(f"{path}: missing (incomplete render sample?)")
+    meta = io.read_json_object(path, what="a render sample's meta.json object", error=DatasetError)
     files = meta.setdefault("files", {})
     if not isinstance(files, dict):
         raise DatasetError(f"{path}: files: expected an object {{name: {{path: ...}}}}, got {type(files).__name__}")
@@ -145,9 +141,7 @@ def _file(sample_dir: Path, meta: dict, name: str, default: str | None = None) -
 
 def _read(path: Path) -> np.ndarray:
     """A render image (float TIFF or 16-bit PNG), bounded and finite."""
-    from polar_render import io
-
-    from .images import check_bounds, check_finite
+    from polar_detect.dataset.images import check_bounds, check_finite
 
     check_bounds(path)
     try:
@@ -189,7 +183,8 @@ def _check_shapes(sample_dir: Path, meta: dict, arrays: dict) -> None:
 
 def read_mosaic_modalities(sample_dir: Path, meta: dict, modalities) -> dict[str, np.ndarray]:
     """Modalities of a render sample computed from its simulated DoFP mosaic (module docstring)."""
-    from .polar_capture import CAPTURE_MODALITIES, DEFAULT_LAYOUT, demosaic, polar_modalities
+    from polar_render.physics.dofp import DEFAULT_LAYOUT, demosaic
+    from polar_detect.dataset.polar_capture import CAPTURE_MODALITIES, polar_modalities
 
     bad = [m for m in modalities if m not in CAPTURE_MODALITIES]
     if bad:
@@ -347,6 +342,120 @@ def _by_render(entries, role):
     return out
 
 
+@dataclass
+class _Plan:
+    """What every sample of one build shares: modalities, splits, normalisation source."""
+    mods: list
+    renders: list
+    splits: dict
+    colour: list
+    need_scale: bool
+    borrowed: dict | None
+    from_mosaic: bool
+    impurities: str
+    classes: dict = field(default_factory=dict)
+    s0_values: list = field(default_factory=list)
+
+
+def _scan_renders(parsed, rules: IgnoreRules, impurities: str) -> list[dict]:
+    """One entry per render sample: id, render index, meta, role and its ignore scan."""
+    renders = [p for p, _ in parsed]
+    entries = []
+    for k, (r, role) in enumerate(parsed):
+        for d in list_render_samples(r):
+            meta = read_meta(d)
+            sid = d.name if len(renders) == 1 else f"r{k}_{d.name}"
+            entries.append({"sid": sid, "k": k, "dir": d, "meta": meta, "role": role, "render": r,
+                            **scan_sample(d, meta, rules, impurities)})
+    rules.check_classes({a.get("class") for e in entries for a in e["meta"].get("anomalies") or []})
+    _pinned_train_check(entries)
+    return entries
+
+
+def _split_entries(entries, seed, train_ratio, val_fraction) -> dict:
+    """{sample id: split}: pooled samples split by kind, pinned ones kept in their role."""
+    def ids(role, kind):
+        return [e["sid"] for e in entries if e["role"] == role and kind == (
+            "ignore" if e["ignore_image"] else "anomalous" if e["label"] else "normal")]
+
+    return assign_splits(ids(POOLED, "normal"), ids(POOLED, "anomalous"), seed, train_ratio, val_fraction,
+                         ignore_only=ids(POOLED, "ignore"),
+                         pinned_train=[e["sid"] for e in entries if e["role"] == "train"],
+                         pinned_eval=tuple(ids("eval", g) for g in ("normal", "anomalous", "ignore")))
+
+
+def _sample_arrays(plan: _Plan, e: dict) -> dict:
+    """The modality arrays of one sample; a train sample's S0 goes into the intensity scale."""
+    d, meta = e["dir"], e["meta"]
+    if colour_channels(meta) != plan.colour:
+        raise DatasetError(f"{d / 'meta.json'}: colour channels {colour_channels(meta)} differ from {plan.colour}")
+    scaled = plan.need_scale and plan.borrowed is None and plan.splits[e["sid"]] == "train"
+    wanted = plan.mods + ["intensity"] if scaled and "intensity" not in plan.mods else plan.mods
+    if plan.from_mosaic:
+        arrays = read_mosaic_modalities(d, meta, wanted)
+    else:
+        arrays = {m: read_modality(d, meta, m) for m in wanted}
+        _check_shapes(d, meta, arrays)
+    if scaled:
+        s0 = arrays["intensity"] if "intensity" in plan.mods else arrays.pop("intensity")
+        plan.s0_values.append(enc.subsample(s0))
+    return arrays
+
+
+def _add_sample(w: DatasetWriter, plan: _Plan, e: dict) -> None:
+    """Write one render sample: modalities, masks (anomaly, instance, ignore, object), instances."""
+    d, meta, label = e["dir"], e["meta"], e["label"]
+    arrays = _sample_arrays(plan, e)
+    inst, table = read_anomalies(d, meta)
+    shape = next(iter(arrays.values())).shape[:2]
+    if inst is not None and inst.shape != shape:
+        raise DatasetError(f"{_file(d, meta, 'anomaly_mask', 'anomaly_mask.png')}: mask is {inst.shape}, "
+                           f"images are {shape}")
+    for a in table:
+        if plan.classes.setdefault(a["class"], a["kind"]) != a["kind"]:
+            raise DatasetError(f"{d / 'meta.json'}: class {a['class']!r} is {a['kind']} here but "
+                               f"{plan.classes[a['class']]} elsewhere")
+    kept = [a for a in table if a["id"] in e["kept_ids"]]
+    positive = [a["id"] for a in kept if counts_as_anomaly(a, plan.impurities)]
+    mask = np.isin(inst, positive) if label else None
+    ignore = np.isin(inst, [g["id"] for g in e["ignored"]]) if e["ignored"] else None
+    extra = {"pinned": e["role"]} if e["role"] != POOLED else {}
+    extra.update(ignored_instances=e["ignored"], ignore_image=e["ignore_image"])
+    w.add(e["sid"], plan.splits[e["sid"]], label, str(plan.renders[e["k"]].resolve()), arrays,
+          mask=mask, instance_mask=inst, instances=kept,
+          classes=[a["class"] for a in kept], source_sample=f"samples/{d.name}",
+          render_index=meta.get("index"), ignore=ignore, object_mask=read_object_mask(d, meta), **extra)
+
+
+def _modality_entries(plan: _Plan, norm_record: dict | None) -> dict:
+    """Manifest ``modalities``: the borrowed normalisation, or the train-split S0 scale."""
+    mods, colour = plan.mods, plan.colour
+    if plan.borrowed is not None:
+        modal = {m: enc.modality_entry(m, colour, 1.0, "", "radiance" if m in enc.INTENSITY_LIKE else "")
+                 for m in mods}
+        for m, v in plan.borrowed.items():
+            modal[m].update(v, normalisation_from=norm_record["manifest"])
+            modal[m]["normalisation"] = f"{v['normalisation']} [copied from {norm_record['manifest']}]"
+        return modal
+    scale = enc.robust_scale(np.concatenate(plan.s0_values)) if plan.s0_values else 1.0
+    src = f"{enc.SCALE_PERCENTILE}th percentile of train-split S0, all channels"
+    return {m: enc.modality_entry(m, colour, scale, src, "radiance" if m in enc.INTENSITY_LIKE else "")
+            for m in mods}
+
+
+def _plan(parsed, entries, mods, seed, train_ratio, val_fraction, norm_from, from_mosaic, impurities):
+    """(plan, normalisation record) of a build; refuses a build with no scale source."""
+    splits = _split_entries(entries, seed, train_ratio, val_fraction)
+    colour = colour_channels(entries[0]["meta"])
+    need_scale = any(m in enc.INTENSITY_LIKE for m in mods)
+    borrowed, norm_record = borrowed_normalisation(norm_from, mods, colour) if norm_from else (None, None)
+    if need_scale and borrowed is None and "train" not in splits.values():
+        raise DatasetError("no train sample to compute the intensity scale from (every render is pinned to "
+                           "eval): pass --norm-from <training dataset>")
+    plan = _Plan(mods, [p for p, _ in parsed], splits, colour, need_scale, borrowed, from_mosaic, impurities)
+    return plan, norm_record
+
+
 def build_from_renders(renders: list, out: str | Path, modalities, seed: int = 0,
                        train_ratio: float = 0.8, val_fraction: float = 0.2, name: str | None = None,
                        overwrite: bool = False, progress: bool = True, impurities: str = "anomalous",
@@ -358,8 +467,6 @@ def build_from_renders(renders: list, out: str | Path, modalities, seed: int = 0
     ``(dir, role)`` pair (``selection.parse_render``); ``min_visible_px``/``min_contrast``:
     ignore rules; ``norm_from``: dataset whose normalisation to copy (module
     ``selection``).  Every check runs before anything is written."""
-    from tqdm import tqdm
-
     mods = enc.check_modalities(modalities)
     if impurities not in IMPURITY_MODES:
         raise DatasetError(f"impurities must be one of {IMPURITY_MODES}, got {impurities!r}")
@@ -367,94 +474,27 @@ def build_from_renders(renders: list, out: str | Path, modalities, seed: int = 0
     parsed = [parse_render(r) for r in renders]
     if not parsed:
         raise DatasetError("no render directory given")
-    renders = [p for p, _ in parsed]
-    entries = []
-    for k, (r, role) in enumerate(parsed):
-        for d in list_render_samples(r):
-            meta = read_meta(d)
-            sid = d.name if len(renders) == 1 else f"r{k}_{d.name}"
-            entries.append({"sid": sid, "k": k, "dir": d, "meta": meta, "role": role, "render": r,
-                            **scan_sample(d, meta, rules, impurities)})
-    rules.check_classes({a.get("class") for e in entries for a in e["meta"].get("anomalies") or []})
-    _pinned_train_check(entries)
-
-    def ids(role, kind):
-        return [e["sid"] for e in entries if e["role"] == role and kind == (
-            "ignore" if e["ignore_image"] else "anomalous" if e["label"] else "normal")]
-
-    splits = assign_splits(ids(POOLED, "normal"), ids(POOLED, "anomalous"), seed, train_ratio, val_fraction,
-                           ignore_only=ids(POOLED, "ignore"),
-                           pinned_train=[e["sid"] for e in entries if e["role"] == "train"],
-                           pinned_eval=tuple(ids("eval", g) for g in ("normal", "anomalous", "ignore")))
-    colour = colour_channels(entries[0]["meta"])
-    need_scale = any(m in enc.INTENSITY_LIKE for m in mods)
-    borrowed, norm_record = borrowed_normalisation(norm_from, mods, colour) if norm_from else (None, None)
-    if need_scale and borrowed is None and "train" not in splits.values():
-        raise DatasetError("no train sample to compute the intensity scale from (every render is pinned to "
-                           "eval): pass --norm-from <training dataset>")
-    classes: dict[str, str] = {}
-    s0_values = []
+    entries = _scan_renders(parsed, rules, impurities)
+    plan, norm_record = _plan(parsed, entries, mods, seed, train_ratio, val_fraction, norm_from, from_mosaic,
+                              impurities)
     out = Path(out)
     with DatasetWriter(out, name or out.name, seed, overwrite) as w:
-        for e in tqdm(entries, desc=f"dataset {out.name}", unit="sample", disable=not progress, file=sys.stderr):
-            sid, k, d, meta, label = e["sid"], e["k"], e["dir"], e["meta"], e["label"]
-            if colour_channels(meta) != colour:
-                raise DatasetError(f"{d / 'meta.json'}: colour channels {colour_channels(meta)} differ from {colour}")
-            # its S0 goes into the intensity scale
-            scaled = need_scale and borrowed is None and splits[sid] == "train"
-            wanted = mods + ["intensity"] if scaled and "intensity" not in mods else mods
-            if from_mosaic:
-                arrays = read_mosaic_modalities(d, meta, wanted)
-            else:
-                arrays = {m: read_modality(d, meta, m) for m in wanted}
-                _check_shapes(d, meta, arrays)
-            if scaled:
-                s0 = arrays["intensity"] if "intensity" in mods else arrays.pop("intensity")
-                s0_values.append(enc.subsample(s0))
-            inst, table = read_anomalies(d, meta)
-            shape = next(iter(arrays.values())).shape[:2]
-            if inst is not None and inst.shape != shape:
-                raise DatasetError(f"{_file(d, meta, 'anomaly_mask', 'anomaly_mask.png')}: mask is {inst.shape}, "
-                                   f"images are {shape}")
-            for a in table:
-                if classes.setdefault(a["class"], a["kind"]) != a["kind"]:
-                    raise DatasetError(f"{d / 'meta.json'}: class {a['class']!r} is {a['kind']} here but "
-                                       f"{classes[a['class']]} elsewhere")
-            kept = [a for a in table if a["id"] in e["kept_ids"]]
-            positive = [a["id"] for a in kept if counts_as_anomaly(a, impurities)]
-            mask = np.isin(inst, positive) if label else None
-            ignore = np.isin(inst, [g["id"] for g in e["ignored"]]) if e["ignored"] else None
-            extra = {"pinned": e["role"]} if e["role"] != POOLED else {}
-            extra.update(ignored_instances=e["ignored"], ignore_image=e["ignore_image"])
-            w.add(sid, splits[sid], label, str(renders[k].resolve()), arrays,
-                  mask=mask, instance_mask=inst, instances=kept,
-                  classes=[a["class"] for a in kept], source_sample=f"samples/{d.name}",
-                  render_index=meta.get("index"), ignore=ignore, object_mask=read_object_mask(d, meta),
-                  **extra)
-        if borrowed is not None:
-            modal = {m: enc.modality_entry(m, colour, 1.0, "", "radiance" if m in enc.INTENSITY_LIKE else "")
-                     for m in mods}
-            for m, v in borrowed.items():
-                modal[m].update(v, normalisation_from=norm_record["manifest"])
-                modal[m]["normalisation"] = f"{v['normalisation']} [copied from {norm_record['manifest']}]"
-        else:
-            scale = enc.robust_scale(np.concatenate(s0_values)) if s0_values else 1.0
-            src = f"{enc.SCALE_PERCENTILE}th percentile of train-split S0, all channels"
-            units = {m: ("radiance" if m in enc.INTENSITY_LIKE else "") for m in mods}
-            modal = {m: enc.modality_entry(m, colour, scale, src, units[m]) for m in mods}
-        roles = [{"render": str(r.resolve()), "role": role, "id_prefix": f"r{k}_" if len(renders) > 1 else "",
+        for e in progress_bar(entries, desc=f"dataset {out.name}", unit="sample", enabled=progress):
+            _add_sample(w, plan, e)
+        roles = [{"render": str(r.resolve()), "role": role, "id_prefix": f"r{k}_" if len(parsed) > 1 else "",
                   "n_samples": sum(e["k"] == k for e in entries)} for k, (r, role) in enumerate(parsed)]
         n_ignored = sum(len(e["ignored"]) for e in entries)
         ignore_rules = dict(rules.record(), n_ignored_instances=n_ignored,
                             n_ignore_images=sum(e["ignore_image"] for e in entries))
-        manifest = w.finish(modal, classes, source_kind="render", renders=[str(r.resolve()) for r in renders],
+        manifest = w.finish(_modality_entries(plan, norm_record), plan.classes, source_kind="render",
+                            renders=[str(r.resolve()) for r in plan.renders],
                             split_params={"train_ratio": train_ratio, "val_fraction": val_fraction},
                             render_roles=roles, labels={"impurities": impurities}, ignore_rules=ignore_rules,
                             images="DoFP raw mosaic, bilinear demosaicing" if from_mosaic else "exact Stokes",
-                            colour_channels=colour, allow_empty_train="train" not in splits.values(),
+                            colour_channels=plan.colour, allow_empty_train="train" not in plan.splits.values(),
                             **({"normalisation_from": norm_record} if norm_record else {}))
     line = (f"{len(manifest['samples'])} samples ({split_counts(manifest['samples'])}), "
-            f"modalities {','.join(mods)}, {len(classes)} classes"
+            f"modalities {','.join(mods)}, {len(plan.classes)} classes"
             + (f", {n_ignored} instances ignored" if n_ignored else "") + f" -> {out}")
     return manifest, line
 

@@ -4,7 +4,7 @@ Every modality file in a dataset is a float32 TIFF ``(H, W, C)`` (channels last,
 ``(H, W)`` when C = 1),
 holding the physical values below. Normalisation is *not* baked into the files: the
 manifest states it per modality as ``x_norm = (x - offset) / scale`` and the loader
-(``polar_detect.data.PolarDataset``) applies it.
+(``polar_detect.dataset.torch_dataset.PolarDataset``) applies it.
 
 =============  ===========  ==============================================================
 modality       channels     stored values (C = 3 for RGB renders, 1 for mono / real DoFP)
@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from polar_detect.dataset.errors import DatasetError
+
 POL_ANGLES = (0, 45, 90, 135)
 MODALITIES = ("intensity", "aolp", "dolp", "normals", "pol0", "pol45", "pol90", "pol135", "stokes")
 INTENSITY_LIKE = ("intensity", "pol0", "pol45", "pol90", "pol135", "stokes")
@@ -52,10 +54,6 @@ ENCODING_TEXT = {
              "counter-clockwise on screen; doubled-angle encoding removes the -pi/2 / +pi/2 wrap-around"),
     "normals": "float32 TIFF (H, W, 3): unit normals, OpenCV camera frame (x right, y down, z forward), 0 = no surface",
 }
-
-
-class DatasetError(ValueError):
-    """Bad input or a broken dataset; the message names the file concerned."""
 
 
 def check_modalities(names, available=MODALITIES) -> list[str]:

@@ -1,11 +1,12 @@
-"""Image readers of the dataset package: imports (external images), dataset files (float32
-TIFF modalities, PNG masks), header-only sizes, folder listings.
+"""What reading images means for the dataset package: imports (external images), dataset
+files (float32 TIFF modalities, PNG masks), header-only sizes, folder listings.
 
-Every reader first calls :func:`check_bounds` (``polar_render.limits.check_image_file``: the
-header's width x height against ``POLAR_MAX_IMAGE_PIXELS``, before decoding, so a tiny PNG
-or TIFF declaring 100000 x 100000 pixels is refused without being decompressed), and every
-float image is checked for NaN / inf after decoding (:func:`check_finite`). Errors are
-:class:`DatasetError` naming the file.
+Decoding is ``polar_render.io``'s (:func:`polar_render.io.read_image`: the header's width x
+height is checked against ``POLAR_MAX_IMAGE_PIXELS`` before decoding, so a tiny PNG or TIFF
+declaring 100000 x 100000 pixels is refused without being decompressed). This module adds
+the dataset's rules: a missing file is reported as missing, every float image is checked
+for NaN / inf after decoding (:func:`check_finite`), alpha is dropped from imports, and
+modality files come back channels-last. Errors are :class:`DatasetError` naming the file.
 
 Arrays come back as stored (uint8/uint16/float), RGB order, alpha dropped (imports);
 dataset modality files as float32 ``(H, W, C)``.
@@ -16,32 +17,36 @@ from pathlib import Path
 
 import numpy as np
 
-from .encodings import DatasetError, as_hwc
+from polar_render import io
+from polar_render.limits import image_dims
+
+from polar_detect.dataset.encodings import DatasetError, as_hwc
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-TIFF_EXTS = (".tif", ".tiff")
+TIFF_EXTS = io.TIFF_EXTS
+
+
+def _dataset_error(path: Path, read, *args):
+    """``read(path, *args)`` with a missing file, an oversized header or an unreadable file
+    reported as :class:`DatasetError` naming ``path``."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing")
+    try:
+        return read(path, *args)
+    except DatasetError:
+        raise
+    except (OSError, ValueError) as exc:   # io: unreadable file; limits.InputTooLargeError
+        raise DatasetError(str(exc)) from None
 
 
 def check_bounds(path: str | Path) -> None:
     """Refuse an image whose header declares more than ``POLAR_MAX_IMAGE_PIXELS`` pixels, or
-    whose TIFF header cannot be parsed; a missing file is reported as missing."""
-    from polar_render.limits import InputTooLargeError, check_image_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: missing")
-    try:
-        check_image_file(path)
-    except InputTooLargeError as exc:
-        raise DatasetError(str(exc)) from None
-    except Exception as exc:  # a damaged TIFF header: tifffile raises many types
-        raise DatasetError(f"{path}: unreadable image header: {type(exc).__name__}: {exc}") from None
+    whose header cannot be parsed; a missing file is reported as missing."""
+    _dataset_error(Path(path), io.check_image_header)
 
 
 def image_size(path: str | Path) -> tuple[int, int] | None:
     """(height, width) from the file header without decoding; None for an unknown format."""
-    from polar_render.limits import image_dims
-
     try:
         dims = image_dims(path)
     except Exception as exc:
@@ -82,56 +87,34 @@ def check_finite(arr: np.ndarray, path: str | Path) -> None:
                            f"refusing a non-finite image (it would train or predict NaN)")
 
 
-def _decode_tiff(path: Path) -> np.ndarray:
-    import tifffile
-
-    try:
-        return tifffile.imread(path)
-    except Exception as exc:
-        raise DatasetError(f"{path}: unreadable TIFF: {type(exc).__name__}: {exc}") from None
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """External image (imports): PNG/JPEG/BMP through OpenCV, TIFF through tifffile."""
-    path = Path(path)
-    check_bounds(path)
-    if path.suffix.lower() in TIFF_EXTS:
-        arr = _decode_tiff(path)
-    else:
-        import cv2
-
-        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if arr is None:
-            raise DatasetError(f"{path}: unreadable image")
-        if arr.ndim == 3:
-            arr = arr[..., 2::-1] if arr.shape[-1] >= 3 else arr
+def _drop_alpha(arr: np.ndarray) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[-1] == 4:
         arr = arr[..., :3]
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
-    check_finite(arr, path)
     return np.ascontiguousarray(arr)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """External image (imports): PNG/JPEG/BMP or TIFF as stored, RGB order, alpha dropped,
+    a single channel squeezed to (H, W); float images must be finite."""
+    path = Path(path)
+    arr = _drop_alpha(_dataset_error(path, io.read_image))
+    check_finite(arr, path)
+    return arr
 
 
 def read_tiff(path: str | Path) -> np.ndarray:
     """A dataset modality file: float32 ``(H, W, C)``, finite."""
     path = Path(path)
-    check_bounds(path)
-    arr = as_hwc(_decode_tiff(path))
+    arr = as_hwc(_dataset_error(path, io.read_float_tiff))
     check_finite(arr, path)
     return arr
 
 
 def read_png(path: str | Path) -> np.ndarray:
     """A dataset mask (PNG, as stored: uint8 0/255 or uint16 ids)."""
-    import cv2
-
-    path = Path(path)
-    check_bounds(path)
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise DatasetError(f"{path}: unreadable PNG")
-    return arr
+    return _dataset_error(Path(path), io.read_png)
 
 
 def bit_scale(arr: np.ndarray) -> float:

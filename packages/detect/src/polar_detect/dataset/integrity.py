@@ -40,9 +40,10 @@ from pathlib import Path
 
 from polar_render.limits import max_image_pixels
 
-from .encodings import DatasetError
-from .images import TIFF_EXTS, check_bounds, image_size, read_tiff, tiff_channels
-from .manifest import sha256_file
+from polar_detect.dataset.encodings import DatasetError
+from polar_detect.dataset.images import TIFF_EXTS, check_bounds, image_size, read_tiff, tiff_channels
+from polar_detect.dataset.manifest import sha256_file
+from polar_render.progress import progress as progress_bar
 
 _DONE: dict[tuple, tuple | None] = {}  # files that passed -> (H, W); keyed by identity + what was checked
 _SHA: dict[tuple, str] = {}      # sha256 memo keyed by file identity
@@ -126,7 +127,7 @@ def check_sample(mpath: Path, manifest: dict, index: int, sample: dict, modaliti
     """Resolve and check the files of one sample that a loader reads: ``files.<modality>`` for
     each of ``modalities`` and the ``mask_keys``. Returns ``{modality or key: resolved path}``
     (None for an absent mask). Raises DatasetError naming the file and the manifest key."""
-    from .manifest import resolve_file
+    from polar_detect.dataset.manifest import resolve_file
 
     sums = sample.get("sha256") or {}
     finite_known = bool((manifest.get("integrity") or {}).get("finite"))
@@ -158,9 +159,6 @@ def check_samples(mpath: Path, manifest: dict, indexed, modalities, mask_keys=("
     """:func:`check_sample` over ``indexed`` = [(manifest index, sample)]; a progress bar on
     stderr when asked and the dataset is large."""
     items = list(indexed)
-    it = items
-    if progress and len(items) > 50 and os.isatty(2):
-        from tqdm import tqdm
-
-        it = tqdm(items, desc=f"check {Path(mpath).parent.name}", unit="sample", leave=False)
+    it = progress_bar(items, desc=f"check {Path(mpath).parent.name}", unit="sample", leave=False,
+                      enabled=progress and len(items) > 50 and os.isatty(2))
     return [check_sample(Path(mpath), manifest, i, s, modalities, mask_keys) for i, s in it]

@@ -26,24 +26,22 @@ Splits: train/good -> train, validation/good -> val, test/* -> test.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .encodings import DatasetError
-from .images import inside, list_images, read_image
-from .mvtec import _write_import
+from polar_render import io
+
+from polar_detect.dataset.encodings import DatasetError
+from polar_detect.dataset.images import inside, list_images, read_image
+from polar_detect.dataset.mvtec import _write_import
 
 
 def read_defects_config(path: Path) -> dict[int, dict]:
     """pixel_value -> config entry."""
-    try:
-        cfg = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: missing (MVTec LOCO categories ship a defects_config.json)") from None
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path}: unreadable: {exc}") from None
+    if not Path(path).exists():
+        raise DatasetError(f"{path}: missing (MVTec LOCO categories ship a defects_config.json)")
+    cfg = io.read_json(path, what="a list of defect types", error=DatasetError)
     if isinstance(cfg, dict):
         cfg = cfg.get("defects", list(cfg.values()))
     out = {}

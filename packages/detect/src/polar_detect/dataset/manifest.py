@@ -18,12 +18,14 @@ written, so a file whose sha256 still matches needs no second decode at load tim
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from pathlib import Path
 
-from .encodings import DatasetError
+from polar_render import io
+
+from polar_detect.dataset.encodings import DatasetError
+from polar_render.progress import progress as progress_bar
 
 FORMAT = "polar_detect.dataset/1"
 MANIFEST = "manifest.json"
@@ -51,14 +53,11 @@ def read_manifest(root: str | Path) -> dict:
     """Load and check the manifest (structure, numbers, sample ids, and that every file path
     stays inside the dataset directory); raises DatasetError naming the file and key."""
     path = manifest_path(root)
-    try:
-        m = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: no dataset manifest here") from None
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path}: unreadable manifest: {exc}") from None
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise DatasetError(f"{path}: not a {FORMAT} manifest (format={m.get('format') if isinstance(m, dict) else None!r})")
+    if not path.exists():
+        raise DatasetError(f"{path}: no dataset manifest here")
+    m = io.read_json_object(path, what=f"a {FORMAT} manifest", error=DatasetError)
+    if m.get("format") != FORMAT:
+        raise DatasetError(f"{path}: not a {FORMAT} manifest (format={m.get('format')!r})")
     for key in ("modalities", "samples", "classes"):
         if key not in m:
             raise DatasetError(f"{path}: manifest lacks {key!r}")
@@ -135,6 +134,10 @@ def _check_sample(s, i: int, path: Path, seen: dict) -> None:
         if a.get("region_mask") is not None and not isinstance(a["region_mask"], str):
             raise DatasetError(f"{where}.instances[{k}].region_mask: expected a relative path, "
                                f"got {a['region_mask']!r}")
+    regions = s.get("regions", [])
+    if not isinstance(regions, list) or not all(isinstance(r, dict) and isinstance(r.get("mask"), str)
+                                                for r in regions):
+        raise DatasetError(f"{where}.regions: expected a list of objects with a relative 'mask' path")
     sums = s.get("sha256", {})
     if not isinstance(sums, dict) or not all(isinstance(v, str) and _HEX64.fullmatch(v) for v in sums.values()):
         raise DatasetError(f"{where}.sha256: expected an object {{relative path: 64 hex digits}}")
@@ -146,7 +149,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 def sample_file_keys(sample: dict) -> list[tuple[str, str]]:
     """(key, relative path) of every file a sample names (modalities, masks, ignore and object
     masks, region masks); keys relative to the sample, e.g. ``files.intensity``, ``mask``,
-    ``instances[0].region_mask``."""
+    ``instances[0].region_mask``, ``regions[0].mask`` (LOCO regions listed on the sample)."""
     out = [(f"files.{m}", rel) for m, rel in (sample.get("files") or {}).items()]
     for key in ("mask", "instance_mask", "ignore", "object_mask"):
         if sample.get(key):
@@ -154,6 +157,8 @@ def sample_file_keys(sample: dict) -> list[tuple[str, str]]:
     for k, inst in enumerate(sample.get("instances") or []):
         if inst.get("region_mask"):
             out.append((f"instances[{k}].region_mask", inst["region_mask"]))
+    out += [(f"regions[{k}].mask", r.get("mask")) for k, r in enumerate(sample.get("regions") or [])
+            if isinstance(r, dict)]
     return out
 
 
@@ -178,12 +183,10 @@ def resolve_file(mpath: str | Path, index: int, key: str, rel: str) -> Path:
 
 def verify(root: str | Path, progress: bool = False) -> list[str]:
     """Recompute every checksum; return a list of problems (empty = dataset intact)."""
-    from tqdm import tqdm
-
     path = manifest_path(root)
     m = read_manifest(path)
     problems = []
-    for i, s in enumerate(tqdm(m["samples"], desc="verify", unit="sample", disable=not progress)):
+    for i, s in enumerate(progress_bar(m["samples"], desc="verify", unit="sample", enabled=progress)):
         sums = s.get("sha256", {})
         for key, rel in sample_file_keys(s):
             f = resolve_file(path, i, key, rel)

@@ -32,20 +32,21 @@ instances = 8-connected components of each ground-truth mask, class = defect fol
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
-from polar_render.io import atomic_dir
 
-from . import encodings as enc
-from .build import _take
-from .encodings import DatasetError
-from .images import bit_scale, components, image_size, inside, list_images, read_image, read_png, read_tiff
-from .integrity import check_sample
-from .manifest import manifest_path, read_manifest
-from .writer import DatasetWriter, split_counts, write_png8
+from polar_render.io import atomic_dir, write_json, write_png8
+
+from polar_detect.dataset import encodings as enc
+from polar_detect.dataset.build import _take
+from polar_detect.dataset.encodings import DatasetError
+from polar_detect.dataset.images import bit_scale, components, image_size, inside, list_images, read_image, read_png, read_tiff
+from polar_detect.dataset.integrity import check_sample
+from polar_detect.dataset.manifest import manifest_path, read_manifest
+from polar_detect.dataset.writer import DatasetWriter, split_counts
+from polar_render.progress import progress as progress_bar
 
 GAMMA = 2.2
 MAPPING_TEXT = {
@@ -86,8 +87,6 @@ def export_mvtec(data: str | Path, out: str | Path, modalities=None, category: s
                  overwrite: bool = False, progress: bool = True) -> str:
     """Write ``<out>/<modality>/<category>/...``; returns a one-line summary. The files read
     are checked first (paths, sizes, checksums, NaN: ``integrity.check_sample``)."""
-    from tqdm import tqdm
-
     data, out = Path(data), Path(out)
     mpath = manifest_path(data)
     m = read_manifest(mpath)
@@ -103,7 +102,7 @@ def export_mvtec(data: str | Path, out: str | Path, modalities=None, category: s
     counts = {"train/good": 0, "test/good": 0, "test/anomalous": 0, "val (not exported)": 0,
               "ignore-only (not exported)": 0}
     with atomic_dir(out) as tmp:  # built under a temporary name, renamed into place when complete
-        for s in tqdm(m["samples"], desc=f"export {category}", unit="sample", disable=not progress, file=sys.stderr):
+        for s in progress_bar(m["samples"], desc=f"export {category}", unit="sample", enabled=progress):
             if s["split"] == "val":
                 counts["val (not exported)"] += 1
                 continue
@@ -136,8 +135,7 @@ def export_mvtec(data: str | Path, out: str | Path, modalities=None, category: s
                 "modalities": {mod: {"mapping": MAPPING_TEXT["intensity" if mod.startswith("pol") else mod],
                                      "scale": float(m["modalities"][mod]["scale"]) if mod in enc.INTENSITY_LIKE else None,
                                      "channels": m["modalities"][mod]["channel_names"]} for mod in mods}}
-        tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / "export.json").write_text(json.dumps(info, indent=1) + "\n")
+        write_json(tmp / "export.json", info)
     return (f"exported {', '.join(f'{k} {v}' for k, v in counts.items())} x {len(mods)} modalities "
             f"({','.join(mods)}) -> {out}/<modality>/{category}")
 
@@ -174,8 +172,6 @@ def mvtec_mask(src: Path, defect: str, image: Path) -> tuple[np.ndarray | None, 
 def _write_import(src, out, items, seed, val_fraction, name, overwrite, progress, gt_reader,
                   val_items=(), extra_manifest=None) -> tuple[dict, str]:
     """Shared by the MVTec AD and LOCO importers; ``items`` = [(split, defect folder, image path)]."""
-    from tqdm import tqdm
-
     rng = np.random.default_rng(seed)
     split_of = {}
     for label in (0, 1):
@@ -187,8 +183,8 @@ def _write_import(src, out, items, seed, val_fraction, name, overwrite, progress
     out = Path(out)
     classes, scale, colour = {}, None, None
     with DatasetWriter(out, name or src.name, seed, overwrite) as w:
-        for split, defect, path in tqdm(list(items) + list(val_items), desc=f"import {src.name}", unit="image",
-                                        disable=not progress, file=sys.stderr):
+        for split, defect, path in progress_bar(list(items) + list(val_items), desc=f"import {src.name}",
+                                                unit="image", enabled=progress):
             img = read_image(path)
             s = bit_scale(img)
             if scale is None:

@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .encodings import DatasetError, channel_names
+from polar_detect.dataset.encodings import DatasetError, channel_names
 
 ROLES = ("train", "eval")
 POOLED = "pooled"
@@ -161,7 +161,7 @@ def list_ids(ids, n: int = N_LISTED) -> str:
 def borrowed_normalisation(norm_from, modalities, colour) -> tuple[dict, dict]:
     """(``{modality: {"scale", "offset", "normalisation"}}``, manifest record) copied from the
     dataset ``norm_from``; refuses a modality it lacks or whose channels differ."""
-    from .manifest import manifest_path, read_manifest, sha256_file
+    from polar_detect.dataset.manifest import manifest_path, read_manifest, sha256_file
 
     path = manifest_path(norm_from)
     src = read_manifest(path)

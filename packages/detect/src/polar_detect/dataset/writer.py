@@ -12,57 +12,44 @@ Used by every builder (renders, MVTec AD, MVTec LOCO, real captures). Layout::
     <data>/samples/<id>/object_mask.png     uint8 0/255 part pixels (object_mask > 0 of the
                                             source render sample), optional
 
-The staging directory is ``<parent>/.tmp-<name>-<pid>``; on success it is renamed to
-``<data>`` (an existing ``<data>`` is replaced only with ``overwrite=True``); on any error
-it is removed, so nothing half-written is left under the final name.
+The staging directory is ``polar_render.io.staging_dir(<data>)``
+(``<parent>/.tmp-<name>--<host>--<pid>``); on success it is swapped into place as ``<data>``
+(``io.swap_dir``: an existing ``<data>``, replaced only with ``overwrite=True``, is kept if
+the swap fails); on any error it is removed, so nothing half-written is left under the final
+name. Every file is written by ``polar_render.io`` (atomic, PNG through OpenCV, float32 TIFF
+through tifffile).
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
-import tifffile
 
-from .encodings import DatasetError, as_hwc
-from .manifest import FORMAT, MANIFEST, sha256_file
+from polar_render import io
+from polar_render.io import write_png8
+
+from polar_detect.dataset.encodings import DatasetError, as_hwc
+from polar_detect.dataset.manifest import FORMAT, MANIFEST, sha256_file
 
 # what the writer guarantees (read by polar_detect.dataset.integrity)
 INTEGRITY = {"finite": True, "note": "every float image was checked for NaN/inf when written; "
                                      "samples[].sha256 lists every file a sample names"}
 
 
-def write_png8(path: Path, arr: np.ndarray) -> None:
-    """uint8 PNG, (H, W) grey or (H, W, 3) RGB (converted to OpenCV's BGR here)."""
-    arr = np.asarray(arr)
-    if arr.dtype != np.uint8:
-        raise TypeError(f"{path}: expected uint8, got {arr.dtype}")
-    if arr.ndim == 3:
-        arr = arr[..., ::-1]
-    if not cv2.imwrite(str(path), np.ascontiguousarray(arr)):
-        raise OSError(f"{path}: PNG write failed")
-
-
 def write_png16(path: Path, arr: np.ndarray) -> None:
+    """uint16 PNG (H, W): instance ids."""
     arr = np.asarray(arr)
     if arr.dtype != np.uint16 or arr.ndim != 2:
         raise TypeError(f"{path}: expected a (H, W) uint16 array, got {arr.dtype} {arr.shape}")
-    if not cv2.imwrite(str(path), arr):
-        raise OSError(f"{path}: PNG write failed")
+    io.write_png16(path, arr)
 
 
 def write_tiff(path: Path, arr: np.ndarray) -> None:
     """float32 TIFF, zlib level 1 (lossless); one channel is stored (H, W) (a TIFF cannot tell
     (H, W, 1) from (H, W); readers add the channel axis back)."""
     arr = as_hwc(arr)
-    if arr.shape[-1] == 1:
-        arr, planar = arr[..., 0], None
-    else:
-        planar = "contig"
-    tifffile.imwrite(path, np.ascontiguousarray(arr), photometric="minisblack", planarconfig=planar,
-                     compression="zlib", compressionargs={"level": 1})
+    io.write_float_tiff(path, arr[..., 0] if arr.shape[-1] == 1 else arr, compress=True)
 
 
 class DatasetWriter:
@@ -74,18 +61,15 @@ class DatasetWriter:
             raise DatasetError(f"{self.out} already exists; pass --overwrite to replace it")
         self.name, self.seed, self.overwrite = name, seed, overwrite
         self.samples: list[dict] = []
-        self.tmp = self.out.parent / f".tmp-{self.out.name}-{os.getpid()}"
+        self.tmp: Path | None = None   # the staging directory, made by __enter__
         self._finished = False
 
     def __enter__(self):
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir()
+        self.tmp = io.staging_dir(self.out)
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if self.tmp.exists():
+        if self.tmp is not None and self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
         return False
 
@@ -98,8 +82,8 @@ class DatasetWriter:
         ``regions`` maps instance id -> boolean region mask (stored as ``region_<id>.png``);
         ``ignore`` and ``object_mask`` (boolean-like (H, W)) are stored as 0/255 PNGs and
         listed under the same keys only when given (``ignore`` only when it has a pixel)."""
-        from .images import nonfinite_pixels
-        from .manifest import check_sample_id
+        from polar_detect.dataset.images import nonfinite_pixels
+        from polar_detect.dataset.manifest import check_sample_id
 
         check_sample_id(sid, f"{source}: sample id")
         d = self.tmp / "samples" / sid
@@ -147,7 +131,7 @@ class DatasetWriter:
                 write_png8(d / f"region_{inst['id']}.png", (reg > 0).astype(np.uint8) * 255)
                 inst["region_mask"] = f"{rel}/region_{inst['id']}.png"
         entry.update(extra)
-        from .manifest import sample_files
+        from polar_detect.dataset.manifest import sample_files
         for p in sample_files(entry):
             sums[p] = sha256_file(self.tmp / p)
         entry["sha256"] = sums
@@ -161,15 +145,8 @@ class DatasetWriter:
         manifest = {"format": FORMAT, "name": self.name, "seed": self.seed, "modalities": modalities,
                     "classes": dict(sorted(classes.items())), **extra, "integrity": INTEGRITY,
                     "samples": sorted(self.samples, key=lambda s: s["id"])}
-        import json
-        (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        old = None
-        if self.out.exists():
-            old = self.out.parent / f".old-{self.out.name}-{os.getpid()}"
-            os.replace(self.out, old)
-        os.replace(self.tmp, self.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        io.write_json(self.tmp / MANIFEST, manifest)
+        io.swap_dir(self.tmp, self.out)
         self._finished = True
         return manifest
 

@@ -9,14 +9,14 @@ percentile interval of the metric over the resamples: ``[q((1 - level) / 2), q((
 the interval is a pure function of (scores, labels, n_resamples, level, seed).
 
 :func:`bootstrap_ci` takes any ``metric(scores, labels) -> float``;
-:func:`auroc_bootstrap_ci` is the same computation with a vectorised Mann-Whitney AUROC
-(ties count one half, as :func:`polar_detect.metrics.binary_auroc` and scikit-learn).
+:func:`auroc_bootstrap_ci` is it for :func:`polar_detect.metrics.binary_auroc` (the one AUROC).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ._curve import to_numpy
+from polar_detect.metrics._curve import to_numpy
+from polar_detect.metrics.roc import binary_auroc
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.95
@@ -78,27 +78,7 @@ def bootstrap_ci(metric, scores, labels, n_resamples: int = DEFAULT_RESAMPLES, l
     return _result(metric(s, y), values, level, n_resamples, seed, name)
 
 
-def _auroc_rows(s: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUROC of each row of (R, n) scores/labels (same label pattern per row)."""
-    pos = s[:, y[0]]
-    neg = np.sort(s[:, ~y[0]], axis=1)
-    out = np.empty(s.shape[0], np.float64)
-    for r in range(s.shape[0]):
-        below = np.searchsorted(neg[r], pos[r], side="left")
-        upto = np.searchsorted(neg[r], pos[r], side="right")
-        out[r] = (below.sum() + 0.5 * (upto - below).sum()) / (pos.shape[1] * neg.shape[1])
-    return out
-
-
 def auroc_bootstrap_ci(scores, labels, n_resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL,
                        seed: int = DEFAULT_SEED) -> dict:
-    """:func:`bootstrap_ci` of the AUROC (same resamples, same numbers), vectorised."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    s, y = _check(scores, labels)
-    if not y.any() or y.all():
-        return _result(float("nan"), np.zeros(0), level, n_resamples, seed, "auroc")
-    idx = stratified_bootstrap_indices(y, n_resamples, seed)
-    point = _auroc_rows(s[None], y[None])[0]
-    values = _auroc_rows(s[idx], y[idx])
-    return _result(point, values, level, n_resamples, seed, "auroc")
+    """:func:`bootstrap_ci` of :func:`polar_detect.metrics.binary_auroc`."""
+    return bootstrap_ci(binary_auroc, scores, labels, n_resamples, level, seed, name="auroc")

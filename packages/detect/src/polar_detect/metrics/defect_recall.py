@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ._curve import to_numpy
+from polar_detect.metrics._curve import to_numpy
 
 COVERAGE_THRESHOLDS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.10, 0.15, 0.20, 0.25, 0.50, 0.75, 1.0)
 

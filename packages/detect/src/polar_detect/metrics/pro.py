@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ._curve import (DEFAULT_BINS, DEFAULT_MAX_EXACT, ScoreAccumulator, area_error_bound,
+from polar_detect.metrics._curve import (DEFAULT_BINS, DEFAULT_MAX_EXACT, ScoreAccumulator, area_error_bound,
                      area_up_to, rates, to_numpy)
 
 

@@ -1,9 +1,9 @@
 """Binary AUROC and average precision (image level and pixel level).
 
-Functional forms (exact, all data in memory): :func:`binary_auroc`,
-:func:`binary_average_precision`, :func:`binary_roc_curve`, :func:`binary_pr_curve`.
-Stateful form: :class:`BinaryROC` (``update(preds, target, ignore=None)`` then ``compute()``;
-pixels where ``ignore`` is nonzero are left out), exact or memory-bounded (fixed-bin histogram; see ``_curve``).  Conventions follow scikit-learn:
+Stateful form (the one implementation): :class:`BinaryROC` (``update(preds, target, ignore=None)`` then ``compute()``;
+pixels where ``ignore`` is nonzero are left out), exact or memory-bounded (fixed-bin histogram; see ``_curve``).  Functional forms (exact,
+all data in memory) feed one exact ``BinaryROC``: :func:`binary_auroc`,
+:func:`binary_average_precision`, :func:`binary_roc_curve`, :func:`binary_pr_curve`.  Conventions follow scikit-learn:
 AUROC is the trapezoid area of the ROC (ties are one step, i.e. half credit), AP is
 ``sum_k (R_k - R_{k-1}) P_k`` over distinct thresholds.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import digamma
 
-from ._curve import (DEFAULT_BINS, DEFAULT_MAX_EXACT, ScoreAccumulator, area_error_bound,
+from polar_detect.metrics._curve import (DEFAULT_BINS, DEFAULT_MAX_EXACT, ScoreAccumulator, area_error_bound,
                      area_up_to, rates, to_numpy)
 
 
@@ -77,45 +77,6 @@ def _ap_bounds(cp, cq):
     hi = float(np.sum(upper) / P)
     slack = 1e-9  # floating-point slack of the digamma differences
     return max(0.0, lo - slack), min(1.0, hi + slack)
-
-
-# ------------------------------------------------------------------ functional
-def binary_roc_curve(preds, target):
-    """(fpr, tpr, thresholds); thresholds[0] = inf (nothing positive)."""
-    acc = ScoreAccumulator("exact")
-    s, t = _prepare(preds, target)
-    acc.update(s, t, ~t)
-    thr, cp, cq, _, _ = acc.sweep()
-    return _roc_from_sweep(thr, cp, cq)
-
-
-def binary_auroc(preds, target) -> float:
-    """Area under the ROC curve; NaN when one class is absent."""
-    s, t = _prepare(preds, target)
-    if t.all() or not t.any():
-        return float("nan")
-    fpr, tpr, _ = binary_roc_curve(s, t)
-    return area_up_to(fpr, tpr, 1.0)
-
-
-def binary_pr_curve(preds, target):
-    """(precision, recall, thresholds) for descending thresholds."""
-    acc = ScoreAccumulator("exact")
-    s, t = _prepare(preds, target)
-    acc.update(s, t, ~t)
-    thr, cp, cq, _, _ = acc.sweep()
-    prec = cp / np.maximum(cp + cq, 1e-300)
-    rec = cp / cp[-1] if cp.size and cp[-1] > 0 else np.zeros_like(cp)
-    return prec, rec, thr
-
-
-def binary_average_precision(preds, target) -> float:
-    """Average precision (scikit-learn's definition); NaN when there is no positive."""
-    s, t = _prepare(preds, target)
-    acc = ScoreAccumulator("exact")
-    acc.update(s, t, ~t)
-    _, cp, cq, _, _ = acc.sweep()
-    return _ap_from_sweep(cp, cq)
 
 
 # ------------------------------------------------------------------ stateful
@@ -177,3 +138,35 @@ class BinaryROC(_StreamingScores):
             lo, hi = _ap_bounds(cp, cq)
         out.update(auroc=auroc, ap=ap, auroc_error_bound=err, ap_lower=lo, ap_upper=hi)
         return out
+
+
+# ------------------------------------------------------------------ functional
+def _exact(preds, target) -> BinaryROC:
+    """A :class:`BinaryROC` in exact mode fed with all of ``preds``/``target`` at once."""
+    m = BinaryROC(mode="exact")
+    m.update(preds, target)
+    return m
+
+
+def _nan_if_none(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def binary_roc_curve(preds, target):
+    """(fpr, tpr, thresholds); thresholds[0] = inf (nothing positive)."""
+    return _exact(preds, target).roc_curve()
+
+
+def binary_auroc(preds, target) -> float:
+    """Area under the ROC curve; NaN when one class is absent."""
+    return _nan_if_none(_exact(preds, target).compute()["auroc"])
+
+
+def binary_pr_curve(preds, target):
+    """(precision, recall, thresholds) for descending thresholds."""
+    return _exact(preds, target).pr_curve()
+
+
+def binary_average_precision(preds, target) -> float:
+    """Average precision (scikit-learn's definition); NaN when there is no positive."""
+    return _nan_if_none(_exact(preds, target).compute()["ap"])

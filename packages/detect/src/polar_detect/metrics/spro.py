@@ -21,8 +21,8 @@ import math
 
 import numpy as np
 
-from ._curve import DEFAULT_BINS, DEFAULT_MAX_EXACT, to_numpy
-from .pro import RegionOverlapCurve
+from polar_detect.metrics._curve import DEFAULT_BINS, DEFAULT_MAX_EXACT, to_numpy
+from polar_detect.metrics.pro import RegionOverlapCurve
 
 
 def saturation_area(region_area: int, saturation_threshold: float, relative: bool) -> float:

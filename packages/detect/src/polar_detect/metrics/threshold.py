@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._curve import ScoreAccumulator, to_numpy
-from .roc import _prepare, _StreamingScores
+from polar_detect.metrics._curve import ScoreAccumulator, to_numpy
+from polar_detect.metrics.roc import _prepare, _StreamingScores
 
 
 def _f1_arrays(cp: np.ndarray, cq: np.ndarray, total_pos: float):

@@ -1,0 +1,1 @@
+"""Detector benchmarks (``make bench``); not imported by the product."""

@@ -1,0 +1,1 @@
+"""Evaluate predictions against a dataset: metrics.json, report.html, the Polar-Ano average."""

@@ -1,0 +1,1 @@
+"""Detectors: DRAEM, (Sequential) PatchCore, SimpleNet, the feature ensemble, SfP normals, baselines."""

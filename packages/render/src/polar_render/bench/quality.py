@@ -1,0 +1,386 @@
+"""Image quality per second of rendering: raw vs OIDN-denoised Stokes against a reference.
+
+Run as ``python -m polar_render.bench.quality [SCENE ...] [--res 640x480] [--spp 4,8,16,32,64]
+[--modes raw,oidn] [--samples 2] [--ref-spp 1024] [--mono] [--json PATH]``
+(``make bench`` runs it on ``usb_brick`` and, when its scene file exists, ``usb_brick_station``).
+
+For each scene, ``--samples`` samples (indices 0..k-1 of ``--seed``) are rendered through
+the runner's ``run`` (the production code path) at every spp x mode, and compared on the
+pixels of the parts (``part_mask > 0``) with a reference: the same samples at
+``--ref-spp`` (sum of 64-spp passes with distinct seeds, as one ``mi.render`` of 1024 spp
+at 640x480 would need a 300 M-lane wavefront), cone-projected. References are computed
+once and cached in ``--cache`` (default ``out/bench_cache``), keyed by scene digest,
+sample, variant, resolution, reference spp and seed. So that every sample carries the
+measured anomaly classes, the scene is benchmarked with its anomalies restricted to water
+stains and dents at probability 1 (a scene without those classes is measured as is).
+
+Columns (means over samples; luminance = Rec. 709 of RGB, or Y for a mono sensor):
+
+* ``render s``: seconds per sample of the Stokes pass, plus guide pass and denoiser for
+  ``oidn`` (meta.json timings; kernels are compiled by a warm-up run beforehand);
+* ``S0 rRMSE``: RMSE of S0 (every channel) / mean reference S0;
+* ``DoLP RMSE``: of the per-channel DoLP;  ``AoLP err``: mean |AoLP error| in degrees
+  (wrapped to 90), weighted by the reference DoLP;
+* ``kept I / kept DoLP``: anomaly contrast kept, sum_k C_k sign(C_ref,k) / sum_k |C_ref,k| in
+  %, where C = mean(anomaly) - mean(ring of 4 px around it on the same part), of the
+  luminance intensity and DoLP, over the visible stains and dents;
+* ``CNR I / CNR DoLP``: mean over those anomalies of |C| / std(image - reference) on the
+  anomaly and its ring.
+
+Then, per scene: the render time at which raw rendering reaches each denoised DoLP RMSE
+(power-law fit RMSE = a t^b to the raw rows, interpolated or extrapolated; stated which),
+and with ``--mono`` the mono vs spectral variant speed at equal spp on a mono-sensor copy
+of the first scene. End-to-end overhead with denoising: ``python -m polar_render.bench.render --denoise oidn``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from polar_render.physics.polarization import LUMA
+from polar_render.run.plan import prepare_layout
+from polar_render.run.request import RenderRequest, parse_res
+from polar_render.run.runner import RunHooks, run
+
+MEASURED = ("water_stain", "dent")
+REF_PASS_SPP = 64
+RING_PX = 4
+
+
+# --------------------------------------------------------------------------- scene + capture
+def bench_scene(scene: str, tmp: Path) -> Path:
+    """A copy of ``scene`` whose anomalies are only stains and dents, at probability 1."""
+    from polar_render.config.scenes import load_scene, write_scene_variant
+
+    cfg = load_scene(scene)
+    classes = (cfg.raw.get("anomalies") or {}).get("classes") or {}
+    if not set(classes) & set(MEASURED):
+        return cfg.path
+    dotted = {"anomalies.probability": 1.0}
+    dotted.update({f"anomalies.classes.{c}": None for c in classes if c not in MEASURED})
+    return write_scene_variant(tmp / f"{cfg.name}_bench.yaml", scene, dotted=dotted)
+
+
+def run_samples(scene: Path, layout: Path, n: int, idx: list[int], spp: int, res, seed: int, denoise: str,
+                variant: str | None, after) -> None:
+    """Render samples ``idx`` through the runner; ``after(i, scene, images, appearance, mode)`` is
+    called for every sample while its scene is still in that sample's state."""
+    hooks = RunHooks(on_render=lambda i, sc, images, appearance, mode, seconds: after(i, sc, images, appearance, mode))
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+        s = run(RenderRequest(scene=scene, out=Path(tmp) / "o", layout=layout, n=n, indices=idx, spp=spp,
+                              res=res, seed=seed, denoise=denoise, variant=variant, progress=False), hooks)
+    if s.failed:
+        raise RuntimeError(f"bench samples failed: {s.failed}")
+
+
+def _keep(images) -> dict:
+    return {"stokes": images.stokes, "part_mask": images.part_mask, "anomaly_mask": images.anomaly_mask,
+            "anomalies": [a for a in images.anomalies or [] if a["class"] in MEASURED],
+            "render_s": sum(images.timings.get(k, 0.0) for k in ("stokes_render_s", "guide_render_s", "denoise_s"))}
+
+
+def references(scene: Path, layout: Path, n: int, res, seed: int, ref_spp: int, variant: str | None,
+               cache: Path) -> dict[int, dict]:
+    """Reference Stokes (cone-projected mean of ref_spp / 64 passes) and masks per sample, cached."""
+    from polar_render.config.scenes import load_scene
+    from polar_render.physics.polarization import project_to_cone
+    from polar_render.run.sample import stokes_from_render
+    from polar_render.mitsuba.variants import choose_variant
+
+    cfg = load_scene(scene)
+    var = choose_variant(variant or cfg.render.get("variant", "auto"), mono=cfg.sensor["mode"] == "mono")
+    key = f"{cfg.name}-{cfg.digest()}/{var}-{res[0]}x{res[1]}-{ref_spp}spp-seed{seed}"
+    path = {i: cache / key / f"sample_{i:06d}.npz" for i in range(n)}
+    todo = [i for i in range(n) if not path[i].is_file()]
+
+    def after(i, sc, images, appearance, mode):
+        passes = max(ref_spp // REF_PASS_SPP, 1)
+        acc = None
+        for k in range(passes):
+            st, _ = stokes_from_render(np.nan_to_num(sc.render_stokes(10_000_019 * (k + 1) + appearance["render_seed"])), mode)
+            acc = st.astype(np.float64) if acc is None else acc + st
+        ref, _ = project_to_cone((acc / passes).astype(np.float32))
+        path[i].parent.mkdir(parents=True, exist_ok=True)
+        d = _keep(images)
+        np.savez_compressed(path[i], stokes=ref, part_mask=d["part_mask"], anomaly_mask=d["anomaly_mask"],
+                            anomalies=json.dumps(d["anomalies"]))
+        print(f"  reference {cfg.name} sample {i}: {passes} x {REF_PASS_SPP} spp -> {path[i]}", flush=True)
+
+    if todo:
+        run_samples(scene, layout, n, todo, REF_PASS_SPP, res, seed, "none", variant, after)
+    out = {}
+    for i in range(n):
+        z = np.load(path[i])
+        out[i] = {"stokes": z["stokes"], "part_mask": z["part_mask"], "anomaly_mask": z["anomaly_mask"],
+                  "anomalies": json.loads(str(z["anomalies"])), "path": str(path[i])}
+    return out
+
+
+# --------------------------------------------------------------------------- metrics
+def _lum(st: np.ndarray) -> np.ndarray:
+    return st[..., 0] if st.shape[-1] == 1 else st @ LUMA
+
+
+def errors(st: np.ndarray, ref: np.ndarray, parts: np.ndarray) -> dict:
+    """S0 relative RMSE, DoLP RMSE and DoLP-weighted AoLP error (deg) on part pixels."""
+    from polar_render.physics.polarization import aolp, dolp
+
+    m = parts > 0
+    s0, r0 = st[0][m], ref[0][m]
+    d, dr = dolp(st)[m], dolp(ref)[m]
+    da = aolp(st)[m] - aolp(ref)[m]
+    da = np.abs((da + np.pi / 2) % np.pi - np.pi / 2)
+    return {"s0_rrmse": float(np.sqrt(np.mean((s0 - r0) ** 2)) / max(float(r0.mean()), 1e-12)),
+            "dolp_rmse": float(np.sqrt(np.mean((d - dr) ** 2))),
+            "aolp_err_deg": float(np.degrees(np.sum(dr * da) / max(float(dr.sum()), 1e-12)))}
+
+
+def contrasts(st: np.ndarray, ref: dict) -> list[dict]:
+    """Per visible stain/dent: contrast C (anomaly mean - ring mean) of luminance intensity
+    and DoLP in the test image and the reference, and noise std(test - ref) there."""
+    from scipy.ndimage import binary_dilation
+
+    from polar_render.physics.polarization import dolp
+
+    out = []
+    amask, parts = ref["anomaly_mask"], ref["part_mask"]
+    maps_t = {"I": _lum(st[0]), "DoLP": dolp(np.stack([_lum(s) for s in st]))}
+    maps_r = {"I": _lum(ref["stokes"][0]), "DoLP": dolp(np.stack([_lum(s) for s in ref["stokes"]]))}
+    for a in ref["anomalies"]:
+        A = amask == a["id"]
+        if A.sum() < 4:
+            continue
+        part = np.bincount(parts[A]).argmax()
+        B = binary_dilation(A, iterations=RING_PX) & ~A & (amask == 0) & (parts == part)
+        if B.sum() < 4:
+            continue
+        row = {"class": a["class"]}
+        for k in maps_t:
+            t, r = maps_t[k], maps_r[k]
+            row[k] = {"c": float(t[A].mean() - t[B].mean()), "c_ref": float(r[A].mean() - r[B].mean()),
+                      "noise": float(np.std((t - r)[A | B]))}
+        out.append(row)
+    return out
+
+
+def summarize(rows: list[dict]) -> dict:
+    res = {}
+    for k in ("I", "DoLP"):
+        ref = sum(abs(r[k]["c_ref"]) for r in rows)
+        kept = sum(r[k]["c"] * np.sign(r[k]["c_ref"]) for r in rows)
+        res[f"kept_{k}"] = float(100 * kept / ref) if ref > 0 else float("nan")
+        cnr = [abs(r[k]["c"]) / max(r[k]["noise"], 1e-12) for r in rows]
+        res[f"cnr_{k}"] = float(statistics.mean(cnr)) if cnr else float("nan")
+    res["anomalies"] = len(rows)
+    return res
+
+
+def equal_error_time(raw: list[dict], target: float) -> tuple[float, str]:
+    """Raw render seconds at which DoLP RMSE reaches ``target``: power law fitted to the raw rows."""
+    t = np.log([r["render_s"] for r in raw])
+    e = np.log([r["dolp_rmse"] for r in raw])
+    b, a = np.polyfit(t, e, 1)
+    how = "interpolated" if min(e) <= np.log(target) <= max(e) else "extrapolated"
+    return float(np.exp((np.log(target) - a) / b)), how
+
+
+# --------------------------------------------------------------------------- runs
+def prepare(scene: str, args, res, tmp: Path) -> tuple[Path, Path, int]:
+    """(bench scene file, shared layout dir, n) — the layout is sampled once into the cache."""
+    from polar_render.config.scenes import load_scene
+
+    path = bench_scene(scene, tmp)
+    cfg = load_scene(path)
+    n = args.samples
+    base = Path(args.cache) / f"{cfg.name}-{cfg.digest()}" / f"layout-{res[0]}x{res[1]}-seed{args.seed}-n{n}"
+    if not (base / "layout" / "camera.json").is_file():
+        prepare_layout(cfg, RenderRequest(scene=path, out=base, n=n, seed=args.seed, res=res,
+                                                   progress=False), n)
+    return path, base / "layout", n
+
+
+def measure(path: Path, layout: Path, n: int, refs: dict, spp: int, mode: str, res, args) -> dict:
+    from polar_render import denoise as dn
+
+    method, quality, aux = (mode.split(":") + ["", ""])[:3]
+    got = {}
+
+    def after(i, sc, images, appearance, m):
+        got[i] = _keep(images)
+
+    old = dn.QUALITY, dn.CLEAN_AUX
+    dn.QUALITY, dn.CLEAN_AUX = quality or old[0], (aux != "noisyaux") if aux else old[1]
+    try:
+        run_samples(path, layout, n, list(range(n)), spp, res, args.seed, "none" if method == "raw" else method,
+                    args.variant, after)
+    finally:
+        dn.QUALITY, dn.CLEAN_AUX = old
+    errs = [errors(got[i]["stokes"], refs[i]["stokes"], refs[i]["part_mask"]) for i in range(n)]
+    rows = [c for i in range(n) for c in contrasts(got[i]["stokes"], refs[i])]
+    out = {"spp": spp, "mode": mode, "render_s": statistics.mean(got[i]["render_s"] for i in range(n))}
+    out.update({k: statistics.mean(e[k] for e in errs) for k in errs[0]})
+    out.update(summarize(rows))
+    return out
+
+
+def print_header(name: str) -> None:
+    print(f"\n{name}")
+    print(f"{'spp':>4s} {'mode':>18s} {'render s':>9s} {'S0 rRMSE':>9s} {'DoLP RMSE':>10s} {'AoLP err':>9s} "
+          f"{'kept I':>7s} {'kept DoLP':>9s} {'CNR I':>6s} {'CNR DoLP':>8s}", flush=True)
+
+
+def print_row(r: dict) -> None:
+    print(f"{r['spp']:4d} {r['mode']:>18s} {r['render_s']:9.3f} {r['s0_rrmse']:9.4f} {r['dolp_rmse']:10.4f} "
+          f"{r['aolp_err_deg']:8.2f}° {r['kept_I']:6.1f}% {r['kept_DoLP']:8.1f}% {r['cnr_I']:6.2f} "
+          f"{r['cnr_DoLP']:8.2f}", flush=True)
+
+
+def equal_quality(rows: list[dict]) -> list[dict]:
+    """For each denoised row: raw seconds to the same DoLP RMSE, and the time ratio."""
+    raw = [r for r in rows if r["mode"] == "raw"]
+    out = []
+    for r in rows:
+        if r["mode"] == "raw" or len(raw) < 2:
+            continue
+        t_raw, how = equal_error_time(raw, r["dolp_rmse"])
+        base = next((x for x in raw if x["spp"] == r["spp"]), None)
+        out.append({"spp": r["spp"], "mode": r["mode"], "dolp_rmse": r["dolp_rmse"], "render_s": r["render_s"],
+                    "raw_s_equal_rmse": t_raw, "how": how, "time_ratio": r["render_s"] / t_raw,
+                    "contrast_change_I": (r["kept_I"] / base["kept_I"] - 1) * 100 if base else float("nan"),
+                    "contrast_change_DoLP": (r["kept_DoLP"] / base["kept_DoLP"] - 1) * 100 if base else float("nan")})
+    return out
+
+
+def mono_speed(scene: str, args, res, tmp: Path) -> dict:
+    """Stokes seconds per sample, spectral vs mono variant, same mono-sensor scene and spp."""
+    from polar_render.config.scenes import load_scene, write_scene_variant
+    from polar_render.mitsuba.variants import choose_variant
+
+    cfg = load_scene(scene)
+    path = write_scene_variant(tmp / "mono.yaml", scene, dotted={"sensor.mode": "mono", "anomalies.probability": 0.0})
+    layout = prepare(str(path), args, res, tmp)[1]
+    out = {"spp": args.mono_spp}
+    for kind in ("spectral", "mono"):
+        variant = choose_variant(args.variant or cfg.render.get("variant", "auto"), mono=kind == "mono")
+        if args.variant:   # an explicit variant names one kind; swap it
+            variant = variant.replace("mono_", "spectral_") if kind == "spectral" else variant.replace("spectral_", "mono_")
+        times = []
+        run_samples(path, layout, args.samples, [0], 1, res, args.seed, "none", variant, lambda *a: None)  # warm-up
+        run_samples(path, layout, args.samples, list(range(args.samples)), args.mono_spp, res, args.seed, "none",
+                    variant, lambda i, sc, im, ap, m: times.append(im.timings["stokes_render_s"]))
+        out[kind] = {"variant": variant, "stokes_s": statistics.mean(times)}
+    out["speedup"] = out["spectral"]["stokes_s"] / out["mono"]["stokes_s"]
+    return out
+
+
+def default_scenes() -> list[str]:
+    from polar_render.config.scenes import SceneConfigError, resolve_scene_path
+
+    names = ["usb_brick"]
+    try:
+        resolve_scene_path("usb_brick_station")
+        names.append("usb_brick_station")
+    except SceneConfigError:
+        print("(scene usb_brick_station not found: benchmarking usb_brick only)")
+    return names
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="polar_render.bench.quality", description=__doc__.split("\n\n")[0])
+    ap.add_argument("scenes", nargs="*", help="scene names or files (default: usb_brick [usb_brick_station])")
+    ap.add_argument("--res", default="640x480")
+    ap.add_argument("--spp", default="4,8,16,32,64", help="comma-separated spp values")
+    ap.add_argument("--modes", default="raw,oidn",
+                    help="comma-separated: raw, oidn, or oidn:<quality>[:noisyaux] (quality high | balanced | "
+                         "fast; noisyaux: OIDN prefilters the guides instead of trusting them as clean)")
+    ap.add_argument("--samples", type=int, default=2, help="samples per scene (indices 0..k-1)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ref-spp", type=int, default=1024, help=f"reference spp (multiple of {REF_PASS_SPP})")
+    ap.add_argument("--cache", default="out/bench_cache", help="reference and layout cache")
+    ap.add_argument("--variant", default=None, help="Mitsuba variant (default: scene file / auto)")
+    ap.add_argument("--mono", action="store_true", help="also time the mono vs spectral variant (mono sensor)")
+    ap.add_argument("--mono-spp", type=int, default=16)
+    ap.add_argument("--json", default=None, help="also write the results as JSON to this path")
+    return ap
+
+
+def bench_one_scene(scene: str, args, res, spps: list[int], modes: list[str], tmp: Path) -> dict:
+    """References, then every spp x mode of one scene, printed as a table; returns the rows."""
+    path, layout, n = prepare(scene, args, res, tmp)
+    t = time.perf_counter()
+    refs = references(path, layout, n, res, args.seed, args.ref_spp, args.variant, Path(args.cache))
+    print(f"references ({time.perf_counter() - t:.0f} s): {', '.join(r['path'] for r in refs.values())}")
+    for m in modes:  # warm-up: compiles kernels, loads the denoiser
+        run_samples(path, layout, n, [0], min(spps), res, args.seed, "none" if m == "raw" else m.split(":")[0],
+                    args.variant, lambda *a: None)
+    n_anom = sum(len(r["anomalies"]) for r in refs.values())
+    print_header(f"scene {scene} ({path.name}; {n} samples, {n_anom} visible stains/dents; "
+                 f"error vs {args.ref_spp} spp on part pixels)")
+    rows = []
+    for s in spps:
+        for m in modes:
+            rows.append(measure(path, layout, n, refs, s, m, res, args))
+            print_row(rows[-1])
+    eq = equal_quality(rows)
+    if eq:
+        print("equal DoLP RMSE: denoised render seconds / raw render seconds (target <= 0.25); "
+              "contrast change vs raw at the same spp (target >= -10 %)")
+        for e in eq:
+            print(f"  {e['spp']:3d} spp {e['mode']:>18s}: RMSE {e['dolp_rmse']:.4f} in {e['render_s']:.2f} s; "
+                  f"raw needs {e['raw_s_equal_rmse']:.2f} s ({e['how']}) -> ratio {e['time_ratio']:.2f}; "
+                  f"contrast I {e['contrast_change_I']:+.1f} %, DoLP {e['contrast_change_DoLP']:+.1f} %")
+    return {"rows": rows, "equal_quality": eq, "references": [r["path"] for r in refs.values()]}
+
+
+def main(argv=None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    res = parse_res(args.res)
+    spps = [int(x) for x in args.spp.split(",") if x]
+    modes = [m for m in args.modes.split(",") if m]
+    if args.ref_spp % REF_PASS_SPP and args.ref_spp > REF_PASS_SPP:
+        ap.error(f"--ref-spp must be a multiple of {REF_PASS_SPP}")
+    from polar_render.bench.render import machine_facts
+    from polar_render.config.scenes import load_scene
+    from polar_render.mitsuba.variants import activate
+
+    scenes = args.scenes or default_scenes()
+    mi = activate(args.variant or "auto", mono=load_scene(scenes[0]).sensor["mode"] == "mono")
+    print(f"polar_render.bench.quality: {', '.join(scenes)}, {res[0]}x{res[1]}, spp {spps}, modes {modes}, "
+          f"{args.samples} samples, reference {args.ref_spp} spp")
+    print("machine")
+    for k, v in machine_facts(mi).items():
+        print(f"  {k:15s} {v}")
+    result = {"machine": machine_facts(mi), "res": list(res), "argv": sys.argv[1:], "scenes": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-quality-scenes-") as tmp:
+        for scene in scenes:
+            result["scenes"][scene] = bench_one_scene(scene, args, res, spps, modes, Path(tmp))
+        if args.mono:
+            m = mono_speed(scenes[0], args, res, Path(tmp))
+            print(f"\nmono vs spectral variant, mono sensor, {m['spp']} spp, {scenes[0]}: "
+                  f"{m['spectral']['variant']} {m['spectral']['stokes_s']:.3f} s, {m['mono']['variant']} "
+                  f"{m['mono']['stokes_s']:.3f} s -> {m['speedup']:.2f}x (target >= 1.25)")
+            result["mono"] = m
+    try:
+        print(f"load average now (other processes compete for the cores): "
+              f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    except OSError:
+        pass
+    if args.json:
+        from polar_render import io
+
+        io.write_json(Path(args.json), result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Scene files: the schema, loading, and the new-scene scaffold."""

@@ -1,0 +1,1 @@
+"""BOP layouts: the embedded pybullet sampler and the BlenderProc backend."""

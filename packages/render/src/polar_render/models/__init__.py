@@ -1,1 +1,0 @@
-"""Procedural part models (millimetres).  See ``polar_render.models.usb_brick``."""

@@ -1,0 +1,1 @@
+"""Procedural part models (millimetres).  See ``polar_render.parts.usb_brick``."""
