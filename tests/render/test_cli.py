@@ -150,6 +150,8 @@ NO_LAYOUT = ["--scene", "{scene}", "--out", "{out}", "--res", "64x48", "--spp", 
 CASES = [
     # --- CLI values -----------------------------------------------------------------
     P("spp-zero", ["--spp", "0"], ["--spp", "expected an integer >= 1", "got 0"]),
+    P("spp-ldsampler-not-power-of-4", ["--scene", "usb_brick_station", "--spp", "32"], ["--spp", "32", "power of 4"],
+      base=NO_LAYOUT),
     P("spp-negative", ["--spp", "-4"], ["--spp", ">= 1", "-4"]),
     P("spp-not-integer", ["--spp", "2.5"], ["argument --spp", "invalid int value"]),
     P("n-zero", ["--n", "0"], ["--n", "expected an integer >= 1", "got 0"]),

@@ -276,6 +276,10 @@ CASES = [
     pytest.param(_variant(render__variant="llvm_ad_mono_polarized"), "render.variant", ["sensor.mode: mono"],
                  id="mono-variant-rgb-sensor"),
     pytest.param(_variant(render__denoise="bm3d"), "render.denoise", ["'bm3d'", "oidn"], id="denoise-unknown"),
+    pytest.param(_variant(render__sampler="ldsampler", render__spp=32), "render.spp", ["32", "power of 4"],
+                 id="ldsampler-spp-not-power-of-4"),
+    pytest.param(_variant(render__sampler="multijitter"), "render.sampler", ["'multijitter'", "ldsampler"],
+                 id="sampler-unknown"),
     pytest.param(_variant(render__samples=64), "render.samples", ["unknown key", "spp"], id="render-unknown-key"),
     # --- anomalies
     pytest.param(_variant(anomalies__probability=1.5), "anomalies.probability", ["[0, 1]"], id="probability-1.5"),

@@ -73,3 +73,43 @@ def test_update_refuses_a_frame_of_another_size(mi_scene_variant, usb_brick):
     scene = built_scene(mi, cfg, structure, app, stains=False)
     with pytest.raises(SceneError, match="differs from the scene's 32x24"):
         scene.update(object_frame(cfg, 0, res=(40, 30)), app)
+
+
+def _part_noise(run_a, run_b, n: int) -> float:
+    """Median over samples of std(a - b) / sqrt(2) / mean(a) on the part's pixels: the render
+    noise of two independent Monte Carlo streams of the same samples."""
+    import polar_render
+
+    out = []
+    for i in range(n):
+        a = polar_render.load_sample(run_a / "samples" / f"{i:06d}")
+        b = polar_render.load_sample(run_b / "samples" / f"{i:06d}")
+        part = a["object_mask"] > 0
+        ia, ib = a["intensity"].astype(np.float64)[part], b["intensity"].astype(np.float64)[part]
+        out.append(np.std(ia - ib) / np.sqrt(2) / ia.mean())
+    return float(np.median(out))
+
+
+def test_render_sampler_lowers_noise_and_stays_deterministic(tmp_path):
+    """``render.sampler: ldsampler`` (low-discrepancy pixel positions) renders bit-identically on
+    rerun and has less part noise than the ``independent`` sampler at equal spp (edges: its
+    pixel-coverage estimate converges faster; ldsampler renders exactly its spp when that is a power of 4); setting the key changes
+    the scene's digest."""
+    import polar_render
+    from polar_render.config.scenes import write_scene_variant
+
+    kw = dict(n=4, seed=1000, spp=16, res=(160, 120), progress=False, denoise="none")
+    noise = {}
+    for sampler in ("independent", "ldsampler"):
+        scene = write_scene_variant(tmp_path / sampler / "scene.yaml", "usb_brick_station", {"render.sampler": sampler})
+        polar_render.render(scene, tmp_path / f"{sampler}_a", **kw)
+        polar_render.render(scene, tmp_path / f"{sampler}_b", noise_seed=1, **kw)
+        noise[sampler] = _part_noise(tmp_path / f"{sampler}_a", tmp_path / f"{sampler}_b", kw["n"])
+    assert noise["ldsampler"] < 0.85 * noise["independent"], noise
+    polar_render.render(tmp_path / "ldsampler" / "scene.yaml", tmp_path / "ld_again", **kw)
+    for i in range(kw["n"]):
+        a = polar_render.load_sample(tmp_path / "ldsampler_a" / "samples" / f"{i:06d}")
+        b = polar_render.load_sample(tmp_path / "ld_again" / "samples" / f"{i:06d}")
+        assert np.array_equal(a["stokes"], b["stokes"])
+    assert load_scene(tmp_path / "independent" / "scene.yaml").digest() != \
+        load_scene(tmp_path / "ldsampler" / "scene.yaml").digest()

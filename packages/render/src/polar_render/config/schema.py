@@ -58,6 +58,17 @@ from polar_render.anomalies.visibility import DEFAULT_MAX_VIEW_ANGLE_DEG, DEFAUL
 
 ASSET_DIRS_ENV = "POLAR_ASSET_DIRS"
 MAX_IMAGE_SIDE = 16384
+SAMPLERS = ("independent", "ldsampler")   # Mitsuba sampler plugins (render.sampler)
+
+
+def sampler_spp_problem(sampler: str | None, spp: int) -> str | None:
+    """Why ``spp`` samples per pixel cannot be rendered exactly with ``sampler``, or None.
+    Mitsuba's ``ldsampler`` silently rounds its sample count up to a power of 4 (32 -> 64);
+    we refuse such a count instead, so that the recorded spp is the rendered one."""
+    if sampler == "ldsampler" and (spp < 1 or spp & (spp - 1) or (spp.bit_length() - 1) % 2):
+        return (f"{spp} samples per pixel with render.sampler ldsampler: it renders a power of 4 "
+                f"(1, 4, 16, 64, 256, ...); choose one of those or sampler independent")
+    return None
 
 
 # ----------------------------------------------------------------------------- value types
@@ -424,6 +435,9 @@ class Render(_Section):
                                                    "or a polarized Mitsuba variant")
     denoise: _choice(DENOISE_METHODS, "a denoiser") = Field(
         "none", description="none, or oidn (OIDN on the four polarizer images; CLI --denoise overrides)")
+    sampler: Optional[_choice(SAMPLERS, "a Mitsuba sampler")] = Field(
+        None, description="Monte Carlo sampler of the Stokes pass: independent (default) or ldsampler "
+                          "(low-discrepancy: less edge noise at equal spp; spp must be a power of 4)")
 
 
 # --- anomalies
@@ -729,6 +743,9 @@ def _cross_checks(m: SceneFile) -> list[tuple[str, str]]:
             for where, p in named:
                 if p not in parts and p != "model":
                     errs.append((f"anomalies.classes.{cname}.{where}", f"unknown part {p!r}; {_layout_parts_note(parts)}"))
+    why = sampler_spp_problem(m.render.sampler, m.render.spp)
+    if why:
+        errs.append(("render.spp", why))
     if "mono" in m.render.variant and m.sensor.mode != "mono":
         errs.append(("render.variant", f"{m.render.variant} renders one luminance channel; it needs sensor.mode: mono"))
     return errs

@@ -168,7 +168,7 @@ def scene_dict(mi, cfg: SceneConfig, width: int, height: int, spp: int, max_dept
     exact = {"type": "stratified", "sample_count": 1, "jitter": False}
     d = {"type": "scene",
          "integrator": {"type": "stokes", "integrator": {"type": "path", "max_depth": int(max_depth)}},
-         "camera": _camera(film, {"type": "independent", "sample_count": int(spp)}, ident),
+         "camera": _camera(film, {"type": cfg.render.get("sampler") or "independent", "sample_count": int(spp)}, ident),
          "aov_camera": _camera(dict(film), dict(exact), ident),
          "ground": {"type": "ply", "filename": str(GROUND_MESH),
                     "bsdf": {"type": "pplastic", "alpha": 0.3, "diffuse_reflectance": checker}},

@@ -20,7 +20,7 @@ from polar_render import io
 from polar_render.bop import BopLayout, read_layout
 from polar_render.config.scenes import SceneConfig, load_scene
 from polar_render.denoise import METHODS as DENOISE_METHODS
-from polar_render.config.schema import layout_from_dict
+from polar_render.config.schema import layout_from_dict, sampler_spp_problem
 from polar_render.layout.embedded import LayoutConfig, generate_layout
 from polar_render.limits import check_free_space
 from polar_render.mitsuba.lights import apply_light_variant
@@ -181,6 +181,9 @@ def _spp(cfg: SceneConfig, req: RenderRequest) -> int:
     spp = req.spp if req.spp is not None else cfg.render["spp"]
     if not is_int(spp) or not 1 <= spp <= MAX_SPP:
         raise ValueError(f"{cfg.path}: render.spp: expected an integer >= 1, got {spp!r}")
+    why = sampler_spp_problem(cfg.render.get("sampler"), int(spp))   # the scene's own spp passed the schema
+    if why:
+        raise RequestError(f"--spp: {why} (scene {cfg.path})")
     return int(spp)
 
 
