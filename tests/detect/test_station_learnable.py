@@ -30,7 +30,7 @@ def test_seq_patchcore_beats_blurred_mask_inside_the_part(tmp_path):
     test_scene = _scene(tmp_path, "test", **{"anomalies.probability": 0.7, "anomalies.min_visible_px": 20,
                                                "anomalies.classes": {c: classes[c] for c in STRUCTURAL}})
     for scene, out, n, seed in ((train_scene, "r_train", 24, 0), (test_scene, "r_test", 20, 1000)):
-        s = run(RenderRequest(scene=scene, out=tmp_path / out, n=n, res=RES, spp=8, seed=seed, progress=False))
+        s = run(RenderRequest(scene=scene, out=tmp_path / out, n=n, res=RES, spp=16, seed=seed, progress=False))
         assert not s.failed, s.failed
     d = str(tmp_path)
     common = ["--modalities", "dolp", "--overwrite", "--no-progress"]

@@ -22,10 +22,11 @@ SLOTS = [(1, 1, "brick_top", "smooth_plastic"), (1, 1, "brick_bottom", "rough_pl
 
 @pytest.fixture(scope="module")
 def station_render(tmp_path_factory):
-    """8 station samples, all drawn anomalous, 320x240 at 2 spp (geometry and masks matter here)."""
+    """8 station samples, all drawn anomalous, 320x240 at 4 spp (geometry and masks matter here;
+    the scene's ldsampler renders a power of 4 per pixel)."""
     tmp = tmp_path_factory.mktemp("station")
     scene = write_scene_variant(tmp / "scene.yaml", "usb_brick_station", dotted={"anomalies.probability": 1.0})
-    return render_dir(tmp / "out", scene=scene, n=8, res=(320, 240), spp=2, seed=3)
+    return render_dir(tmp / "out", scene=scene, n=8, res=(320, 240), spp=4, seed=3)
 
 
 def _metas(run):
@@ -141,7 +142,7 @@ def test_dropped_anomalies_are_recorded_not_labelled(station_render):
 def test_independent_noise_stream(station_render, tmp_path):
     """--noise-seed: same samples (draws, masks, exact passes), other Monte Carlo noise."""
     scene = read_manifest(station_render)["scene_file"]   # stored relative to OUT
-    other = render_dir(tmp_path / "n1", scene=scene, n=2, res=(320, 240), spp=2, seed=3, noise_seed=1)
+    other = render_dir(tmp_path / "n1", scene=scene, n=2, res=(320, 240), spp=4, seed=3, noise_seed=1)
     for i in range(2):
         a, b = (r / "samples" / f"{i:06d}" for r in (station_render, other))
         ma, mb = (json.loads((x / "meta.json").read_text()) for x in (a, b))

@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from polar_render.config.schema import sampler_spp_problem
+from polar_render.config.scenes import load_scene
 from polar_render.physics.polarization import LUMA
 from polar_render.run.plan import prepare_layout
 from polar_render.run.request import RenderRequest, parse_res
@@ -315,6 +317,12 @@ def _parser() -> argparse.ArgumentParser:
 def bench_one_scene(scene: str, args, res, spps: list[int], modes: list[str], tmp: Path) -> dict:
     """References, then every spp x mode of one scene, printed as a table; returns the rows."""
     path, layout, n = prepare(scene, args, res, tmp)
+    sampler = load_scene(path).render.get("sampler")
+    kept = [s for s in spps if not sampler_spp_problem(sampler, s)]
+    if kept != spps:
+        print(f"scene {scene}: render.sampler {sampler} renders powers of 4 only: spp {kept} "
+              f"(left out: {[s for s in spps if s not in kept]})")
+    spps = kept
     t = time.perf_counter()
     refs = references(path, layout, n, res, args.seed, args.ref_spp, args.variant, Path(args.cache))
     print(f"references ({time.perf_counter() - t:.0f} s): {', '.join(r['path'] for r in refs.values())}")
