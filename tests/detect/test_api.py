@@ -4,7 +4,6 @@ import json
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 import polar_detect
 from polar_detect.evaluation.evaluate import main as evaluate_main

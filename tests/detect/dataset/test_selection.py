@@ -11,7 +11,7 @@ import pytest
 from polar_detect.dataset.__main__ import main as cli
 from polar_detect.dataset.build import assign_splits, build_from_renders
 from polar_detect.dataset.encodings import DatasetError
-from polar_detect.dataset.manifest import read_manifest, sha256_file, verify
+from polar_detect.dataset.manifest import sha256_file, verify
 from polar_detect.dataset.selection import IgnoreRules, parse_min_contrast, parse_render
 
 from tests.detect.fake_render import MIXED, NORMAL8, PART, anomaly, make_render

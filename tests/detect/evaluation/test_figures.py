@@ -8,7 +8,7 @@ from polar_detect.evaluation.figures import curve_figures, example_figures
 
 
 def test_overlay_colours():
-    from polar_detect.evaluation.report import overlay
+    from polar_detect.evaluation.figures import overlay
     mask = np.array([[True, False, True, False]])
     pred = np.array([[True, True, False, False]])
     o = overlay(np.ones((1, 4, 3)), mask, pred)

@@ -7,7 +7,6 @@ the problem, no traceback, no output directory, and the inputs left as they were
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 from polar_render import io
+from polar_render.limits import image_dims
 
 from polar_detect.dataset.errors import InputError
 from polar_detect.dataset.images import nonfinite_pixels
@@ -57,26 +58,27 @@ class PredictionsWriter:
         self.scores: dict[str, float] = {}
         self.maps: dict[str, str | None] = {}
 
-    def add(self, sid, score, amap=None) -> None:
-        from polar_render.io import write_float_tiff
+    def _new_id(self, sid) -> str:
         sid = str(sid)
         if sid in self.scores:
             raise ValueError(f"sample id {sid!r} predicted twice")
+        return sid
+
+    def add(self, sid, score, amap=None) -> None:
+        sid = self._new_id(sid)
         score = float(score)
         if not math.isfinite(score) or (amap is not None and not np.isfinite(np.asarray(amap)).all()):
             raise ValueError(f"sample {sid}: non-finite anomaly map or score")
         rel = None
         if amap is not None:
             rel = f"maps/{sid}.tiff"
-            write_float_tiff(self.out / rel, np.asarray(amap, np.float32), compress=False)
+            io.write_float_tiff(self.out / rel, np.asarray(amap, np.float32), compress=False)
         self.scores[sid], self.maps[sid] = score, rel
 
     def copy(self, sid, score, src: Path) -> None:
         """Take an existing map file as it is (``maps/<sid><suffix>``), e.g. when merging."""
         import shutil
-        sid = str(sid)
-        if sid in self.scores:
-            raise ValueError(f"sample id {sid!r} predicted twice")
+        sid = self._new_id(sid)
         rel = f"maps/{sid}{Path(src).suffix}"
         shutil.copyfile(src, self.out / rel)
         self.scores[sid], self.maps[sid] = float(score), rel
@@ -84,10 +86,9 @@ class PredictionsWriter:
     def finish(self, **fields) -> dict:
         """Write predictions.json: ``fields`` (model, dataset, manifest_sha256, split,
         threshold, ...) with ``scores`` and ``maps`` after them; returns the record."""
-        from polar_render.io import write_json
         record = {k: v for k, v in fields.items() if k not in ("scores", "maps")}
         record.update(scores=self.scores, maps=self.maps)
-        write_json(self.out / PREDICTIONS, record)
+        io.write_json(self.out / PREDICTIONS, record)
         return record
 
 
@@ -95,8 +96,7 @@ def write_predictions(out, model_name: str, scores: dict, maps: dict, **fields) 
     """Write a whole predictions directory atomically (built under a temporary name, then
     renamed over ``out``): ``scores`` {id: float}, ``maps`` {id: (H, W) array or None};
     ``fields`` as :meth:`PredictionsWriter.finish` (dataset, manifest_sha256, split, ...)."""
-    from polar_render.io import atomic_dir
-    with atomic_dir(out) as tmp:
+    with io.atomic_dir(out) as tmp:
         w = PredictionsWriter(tmp)
         for sid, score in scores.items():
             w.add(sid, score, maps.get(sid))
@@ -180,28 +180,30 @@ def read_map(path: Path) -> np.ndarray:
     return a
 
 
-def map_pixels(path: Path) -> int:
-    """Pixels of an anomaly map, from its header."""
-    from polar_render.limits import image_dims
+def map_dims(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an anomaly map from its header, bounded before decoding; None for
+    a header no reader recognises."""
     check_image(path, "anomaly map")
     try:
-        w, h = image_dims(path)
+        return image_dims(path)
     except Exception as e:  # noqa: BLE001 - any header error is bad input
         raise InputError(path, f"cannot read TIFF ({e})") from e
-    return w * h
+
+
+def map_pixels(path: Path) -> int:
+    """Pixels of an anomaly map, from its header."""
+    dims = map_dims(path)
+    if dims is None:
+        raise InputError(path, "cannot read TIFF (unrecognised header)")
+    return dims[0] * dims[1]
 
 
 def check_map(sample, mp: Path) -> None:
     """One map before any metric: bounds from the header, size = the sample's manifest
     ``size`` (so a wrong-size map is named, not its mask), then decoded once (2-D, finite)."""
-    from polar_render.limits import image_dims
-    check_image(mp, "anomaly map")
     size = sample.size
     if size is not None:
-        try:
-            dims = image_dims(mp)
-        except Exception as e:  # noqa: BLE001
-            raise InputError(mp, f"cannot read TIFF ({e})") from e
+        dims = map_dims(mp)
         if dims is not None and (dims[1], dims[0]) != size:
             raise InputError(mp, f"anomaly map is {dims[1]}x{dims[0]} (HxW) but sample {sample.id!r} is "
                                  f"{size[0]}x{size[1]} ({sample.manifest_path}: samples[{sample.index}].size)")

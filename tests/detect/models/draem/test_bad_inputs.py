@@ -6,8 +6,6 @@ message naming the file / option / key and the problem; write nothing and lose n
 before and after); and never execute a planted pickle.
 """
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ import tifffile
 from polar_detect.models.draem import store
 from polar_detect.models.draem.__main__ import main
 
-from tests.detect.draem_tiny import TRAIN_FAST, CorpusCopy, assert_refused, dataset, rewrite_image, snapshot, write_trap
+from tests.detect.draem_tiny import TRAIN_FAST, CorpusCopy, assert_refused, dataset, rewrite_image, write_trap
 
 
 class Ctx(CorpusCopy):

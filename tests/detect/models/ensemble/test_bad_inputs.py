@@ -14,26 +14,19 @@ import pytest
 
 from polar_detect.models.ensemble.__main__ import main
 
-from tests.detect.draem_tiny import assert_refused, dataset, snapshot, train_model, write_trap
+from tests.detect.draem_tiny import assert_refused, dataset, write_trap
+from tests.detect.models.ensemble.tiny import draem_and_patchcore
 from tests.detect.simplenet_tiny import FAST, one_thread, train_simplenet
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Tiny dataset (two normals in val), a DRÆM, a PatchCore, and SimpleNet predictions."""
-    from polar_detect.models.patchcore.__main__ import main as patchcore_main
     from polar_detect.models.simplenet.__main__ import main as simplenet_main
     root = tmp_path_factory.mktemp("ensemble_corpus")
-    data = dataset(root / "data", n_train=4, n_test=4)
-    m = json.loads((data / "manifest.json").read_text())
-    for i in (4, 5):
-        m["samples"][i]["split"] = "val"
-    (data / "manifest.json").write_text(json.dumps(m))
+    data = draem_and_patchcore(root, n_train=4, n_test=4, coreset_size=20)
 
     def build():
-        train_model(data, root / "draem")
-        assert patchcore_main(["train", "--data", str(data), "--out", str(root / "pc.safetensors"),
-                               "--coreset-size", "20", "--quiet"]) == 0
         train_simplenet(data, root / "sn")
         assert simplenet_main(["predict", "--model", str(root / "sn"), "--data", str(data), "--split", "test,val",
                                "--out", str(root / "pred"), "--quiet"]) == 0

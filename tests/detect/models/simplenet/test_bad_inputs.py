@@ -6,8 +6,6 @@ and lose nothing (the whole test directory -- dataset copy, model copy, output p
 byte-identical before and after); and never execute a planted pickle.
 """
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +15,7 @@ import torch
 from polar_detect.models.simplenet import store
 from polar_detect.models.simplenet.__main__ import main
 
-from tests.detect.draem_tiny import CorpusCopy, assert_refused, dataset, snapshot, write_trap
+from tests.detect.draem_tiny import CorpusCopy, assert_refused, dataset, write_trap
 from tests.detect.simplenet_tiny import FAST, one_thread, train_simplenet
 
 

@@ -32,7 +32,6 @@ instances = 8-connected components of each ground-truth mask, class = defect fol
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -23,7 +23,6 @@ is handed the synthetic training set's normalisation: ``PolarDataset(..., normal
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from polar_render.io import write_bytes
 
-from polar_detect.evaluation.figures import curve_figures, example_figures, overlay  # noqa: F401 - overlay re-exported
+from polar_detect.evaluation.figures import curve_figures, example_figures
 
 SECTIONS = ("summary", "image-metrics", "pixel-metrics", "thresholded", "defect-wise-recall",
             "coverage-curve", "curves", "examples", "provenance")

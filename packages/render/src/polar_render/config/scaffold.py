@@ -308,8 +308,6 @@ def _member(annotation, value: dict):
 def emit(tree: dict, model, notes: dict, prefix: str = "", indent: int = 0) -> list[str]:
     """YAML lines of ``tree`` (a mapping validated by ``model``), one key per line, each with
     its schema description as a comment (plus ``notes[dotted key]``)."""
-    from pydantic import BaseModel
-
     from polar_render.config import schema
 
     pad = " " * indent

@@ -26,20 +26,16 @@ and anomaly regions (``faces``) name face groups the meshes have, or directions 
 ``--write-readme`` refreshes that table.
 """
 import dataclasses
-import difflib
 import math
-import numbers
 import os
-import re
 import sys
 import types
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import numpy as np
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, ValidationError,
+from pydantic import (BaseModel, Discriminator, Field, PlainValidator, Tag, ValidationError,
                       field_validator, model_validator)
 
 from polar_render.config.defaults import DEFAULTS, MAX_STRENGTH, REPO_ROOT
@@ -49,9 +45,8 @@ from polar_render.denoise import METHODS as DENOISE_METHODS
 from polar_render.layout.embedded import LayoutConfig
 from polar_render.parts.meshes import DEFAULT_CREASE_DEG, NORMALS as MESH_NORMALS, UNITS_MM
 from polar_render.mitsuba.lights import RING_DEFAULTS, VARIANTS as RING_VARIANTS
-from polar_render.config.fields import (INF, NAME_RE, Bounds, Color, Flag, Name, ObjId, Range, Text, Tolerance, Number,
-                                       _Section, _choice, _number, _obj_id, _range, _real, _strip, _tagged, _vector,
-                                       as_range)
+from polar_render.config.fields import (INF, Bounds, Color, Name, ObjId, Range, Text, Tolerance, Number, _Section,
+                                       _choice, _number, _obj_id, _real, _strip, _tagged, _vector, as_range)
 from polar_render.config.fields import format_errors as _format_errors
 from polar_render.physics.dofp import Dofp
 from polar_render.anomalies.visibility import DEFAULT_MAX_VIEW_ANGLE_DEG, DEFAULT_MIN_VISIBLE_PX

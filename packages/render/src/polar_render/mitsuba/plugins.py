@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from polar_render.anomalies.stain import NOISE_ATTRIBUTE, StainParams
+from polar_render.mitsuba.variants import float_array
 
 _REGISTERED: dict = {}   # Mitsuba variant -> its StainField class
 
@@ -45,10 +46,9 @@ def centre_store(mi, dr, centres_mm: np.ndarray):
     """The stain centres (n, 3) in mm as the variant stores them: a flat opaque ``mi.Float``
     on JIT variants (gathered in the kernel), an (n, 3) float32 array on scalar variants
     (one point per call; ``dr.gather`` has no scalar Point3f form)."""
-    flat = np.ascontiguousarray(centres_mm, np.float32)
     if not dr.is_jit_v(mi.Float):
-        return flat.reshape(-1, 3)
-    v = mi.Float(flat.ravel())
+        return np.asarray(centres_mm, np.float32).reshape(-1, 3)
+    v = float_array(mi, centres_mm)
     dr.make_opaque(v)
     return v
 

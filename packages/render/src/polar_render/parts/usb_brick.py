@@ -88,7 +88,7 @@ def _voxel_surface(X, Y, Z, occ):
     Returns (vertices (N,3), quads (Q,4) counter-clockwise seen from outside).
     """
     X, Y, Z = (np.asarray(a, dtype=np.float64) for a in (X, Y, Z))
-    nx, ny, nz = len(X), len(Y), len(Z)
+    ny, nz = len(Y), len(Z)
 
     def nid(i, j, k):
         return (i * ny + j) * nz + k

@@ -39,7 +39,6 @@ import hashlib
 import json
 import math
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path

@@ -14,7 +14,6 @@ writing excluded) and the resulting images per second, with the torch thread cou
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
