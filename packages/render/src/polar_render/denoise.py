@@ -23,6 +23,20 @@ Instead (``denoise_stokes``):
 
 Denoising the signed Stokes components directly is worse (issue 14 reports, for a synthetic
 test, AoLP error 16 -> 36 deg, against 16 -> 0.9 deg through the polarizer images).
+Alternatives measured on 8 usb_brick_station samples (640x480, mono, 18 stains and dents,
+error against 1024 spp on the part; 2-core CPU), none adopted:
+
+* three polarizer images instead of four (I0, I45, I90; I135 = S0 - I45): one OIDN call
+  (0.10 s at 640x480, quality fast) less, the same DoLP RMSE, but AoLP error +12-16 %
+  (16 spp: 2.22 vs 1.94 deg), since S2 = 2 I45 - I0 - I90 is noisier than S1;
+* three at 0/60/120 deg: AoLP as with four, DoLP contrast kept 1.5-4.5 points lower;
+* a mono sensor's polarizer images packed into OIDN's three colour channels (two calls
+  instead of four; measured on 4 of the samples): DoLP RMSE +37 % and AoLP error x3 at
+  16 spp (OIDN mixes the channels);
+* OIDN quality high: 4x the denoiser time for 4-5 % lower DoLP RMSE;
+* the polarizer images normalised by the raw S0 (I_t / S0, five calls with S0), times the
+  denoised S0: DoLP contrast as raw (-0.9 % at 64 spp) but DoLP RMSE +8 % at 64 spp and
+  +28 % at 16 spp, so raw reaches the same error sooner (time ratio about 0.29 at 64 spp).
 
 Device: OIDN's CUDA device when an NVIDIA GPU is visible and pyoidn's CUDA backend loads
 (device buffers, ``_oidn_cuda``; not exercised on the CPU-only test machines), else its CPU

@@ -8,27 +8,42 @@ For each scene, ``--samples`` samples (indices 0..k-1 of ``--seed``) are rendere
 the runner's ``run`` (the production code path) at every spp x mode, and compared on the
 pixels of the parts (``part_mask > 0``) with a reference: the same samples at
 ``--ref-spp`` (sum of 64-spp passes with distinct seeds, as one ``mi.render`` of 1024 spp
-at 640x480 would need a 300 M-lane wavefront), cone-projected. References are computed
-once and cached in ``--cache`` (default ``out/bench_cache``), keyed by scene digest,
-sample, variant, resolution, reference spp and seed. So that every sample carries the
+at 640x480 would need a 300 M-lane wavefront), cone-projected, stored with its two
+independent halves (even and odd passes). References are computed once and cached in
+``--cache`` (default ``out/bench_cache``), keyed by scene digest, sample, variant,
+resolution, reference spp and seed; a cached reference without halves is recomputed. So that every sample carries the
 measured anomaly classes, the scene is benchmarked with its anomalies restricted to water
 stains and dents at probability 1 (a scene without those classes is measured as is).
 
 Columns (means over samples; luminance = Rec. 709 of RGB, or Y for a mono sensor):
 
 * ``render s``: seconds per sample of the Stokes pass, plus guide pass and denoiser for
-  ``oidn`` (meta.json timings; kernels are compiled by a warm-up run beforehand);
+  ``oidn`` (meta.json timings), measured on a second run of the same samples, so that the
+  kernels are compiled; ``first s``: the first run, which includes Dr.Jit's kernel
+  compilation (about 0.5-1 s per new scene structure, the same for raw and denoised; in a
+  long run it is paid once per distinct structure, not per sample);
 * ``S0 rRMSE``: RMSE of S0 (every channel) / mean reference S0;
 * ``DoLP RMSE``: of the per-channel DoLP;  ``AoLP err``: mean |AoLP error| in degrees
   (wrapped to 90), weighted by the reference DoLP;
-* ``kept I / kept DoLP``: anomaly contrast kept, sum_k C_k sign(C_ref,k) / sum_k |C_ref,k| in
-  %, where C = mean(anomaly) - mean(ring of 4 px around it on the same part), of the
-  luminance intensity and DoLP, over the visible stains and dents;
+* ``RMSE*``: DoLP RMSE against the truth, i.e. with the reference's own error removed in
+  quadrature (estimated per sample as RMSE(half A - half B) / 2). Near the reference's
+  noise the measured errors flatten (rare bright paths, "fireflies", converge slowly), which
+  would make raw rendering look slower to converge than it is; RMSE* does not;
+* ``kept I / kept DoLP``: anomaly contrast kept against the reference,
+  sum_k C_k sign(C_ref,k) / sum_k |C_ref,k| in %, where C = mean(anomaly) - mean(ring of
+  4 px around it on the same part), of the luminance intensity and DoLP, over the visible
+  stains and dents; 95 % bootstrap interval over the anomalies for DoLP. Raw DoLP at low
+  spp keeps more than 100 %: DoLP computed from noisy Stokes is biased upwards, more where
+  the image is darker or noisier, and the bias does not cancel between an anomaly and its ring;
 * ``CNR I / CNR DoLP``: mean over those anomalies of |C| / std(image - reference) on the
   anomaly and its ring.
 
-Then, per scene: the render time at which raw rendering reaches each denoised DoLP RMSE
-(power-law fit RMSE = a t^b to the raw rows, interpolated or extrapolated; stated which),
+``--raw-spp`` (default 256) adds raw-only rows, so that denoised errors below the raw
+table's lowest are bracketed by measurements. Then, per scene: the render time at which raw
+rendering reaches each denoised DoLP RMSE* (log-log interpolation between the two raw rows
+that bracket it; outside them, extrapolation along the nearest two, stated), the time
+ratio, and the DoLP contrast of the denoised rows against raw at the same spp and against
+the reference (paired 95 % bootstrap intervals over the anomalies),
 and with ``--mono`` the mono vs spectral variant speed at equal spp on a mono-sensor copy
 of the first scene. End-to-end overhead with denoising: ``python -m polar_render.bench.render --denoise oidn``.
 """
@@ -55,6 +70,7 @@ from polar_render.run.runner import RunHooks, run
 MEASURED = ("water_stain", "dent")
 REF_PASS_SPP = 64
 RING_PX = 4
+BOOTSTRAP = 2000     # resamples of the anomalies for the contrast intervals
 
 
 # --------------------------------------------------------------------------- scene + capture
@@ -101,19 +117,20 @@ def references(scene: Path, layout: Path, n: int, res, seed: int, ref_spp: int, 
     var = choose_variant(variant or cfg.render.get("variant", "auto"), mono=cfg.sensor["mode"] == "mono")
     key = f"{cfg.name}-{cfg.digest()}/{var}-{res[0]}x{res[1]}-{ref_spp}spp-seed{seed}"
     path = {i: cache / key / f"sample_{i:06d}.npz" for i in range(n)}
-    todo = [i for i in range(n) if not path[i].is_file()]
+    todo = [i for i in range(n) if not _has_halves(path[i])]   # older caches lack the halves: redone
 
     def after(i, sc, images, appearance, mode):
-        passes = max(ref_spp // REF_PASS_SPP, 1)
-        acc = None
+        passes = ref_spp // REF_PASS_SPP
+        acc = [0.0, 0.0]   # even and odd passes: two independent half references
         for k in range(passes):
             st, _ = stokes_from_render(np.nan_to_num(sc.render_stokes(10_000_019 * (k + 1) + appearance["render_seed"])), mode)
-            acc = st.astype(np.float64) if acc is None else acc + st
-        ref, _ = project_to_cone((acc / passes).astype(np.float32))
+            acc[k % 2] = acc[k % 2] + st.astype(np.float64)
+        cone = [project_to_cone(a.astype(np.float32))[0] for a in
+                ((acc[0] + acc[1]) / passes, acc[0] / (passes // 2), acc[1] / (passes - passes // 2))]
         path[i].parent.mkdir(parents=True, exist_ok=True)
         d = _keep(images)
-        np.savez_compressed(path[i], stokes=ref, part_mask=d["part_mask"], anomaly_mask=d["anomaly_mask"],
-                            anomalies=json.dumps(d["anomalies"]))
+        np.savez_compressed(path[i], stokes=cone[0], half_a=cone[1], half_b=cone[2], part_mask=d["part_mask"],
+                            anomaly_mask=d["anomaly_mask"], anomalies=json.dumps(d["anomalies"]))
         print(f"  reference {cfg.name} sample {i}: {passes} x {REF_PASS_SPP} spp -> {path[i]}", flush=True)
 
     if todo:
@@ -123,7 +140,29 @@ def references(scene: Path, layout: Path, n: int, res, seed: int, ref_spp: int, 
         z = np.load(path[i])
         out[i] = {"stokes": z["stokes"], "part_mask": z["part_mask"], "anomaly_mask": z["anomaly_mask"],
                   "anomalies": json.loads(str(z["anomalies"])), "path": str(path[i])}
+        out[i]["noise"] = reference_noise(z["half_a"], z["half_b"], z["part_mask"])
     return out
+
+
+def _has_halves(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with np.load(path) as z:
+        return "half_a" in z.files
+
+
+def reference_noise(half_a: np.ndarray, half_b: np.ndarray, parts: np.ndarray) -> dict:
+    """The reference's own error, estimated from its two independent halves: the reference is
+    their mean, so its error is about (A - B) / 2 and its RMSE about RMSE(A - B) / 2 (exact for
+    S0, to first order for DoLP). Same keys as ``errors``."""
+    e = errors(half_a, half_b, parts)
+    return {"s0_rrmse": e["s0_rrmse"] / 2, "dolp_rmse": e["dolp_rmse"] / 2}
+
+
+def corrected(measured: float, ref_noise: float) -> float:
+    """RMSE against the truth: the reference's independent error removed in quadrature (0 when
+    the measured error is below the reference's own)."""
+    return float(np.sqrt(max(measured ** 2 - ref_noise ** 2, 0.0)))
 
 
 # --------------------------------------------------------------------------- metrics
@@ -173,25 +212,55 @@ def contrasts(st: np.ndarray, ref: dict) -> list[dict]:
     return out
 
 
+def kept(rows: list[dict], k: str) -> float:
+    """Contrast of ``k`` kept against the reference, in %: sum C sign(C_ref) / sum |C_ref|."""
+    ref = sum(abs(r[k]["c_ref"]) for r in rows)
+    return float(100 * sum(r[k]["c"] * np.sign(r[k]["c_ref"]) for r in rows) / ref) if ref > 0 else float("nan")
+
+
+def bootstrap(stat, n: int, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of ``stat(indices)`` over ``BOOTSTRAP`` resamples of range(n)
+    (``scipy.stats.bootstrap``, fixed seed)."""
+    from scipy.stats import bootstrap as resample
+
+    if n < 2:
+        return float("nan"), float("nan")
+    ci = resample((np.arange(n),), stat, n_resamples=BOOTSTRAP, method="percentile", vectorized=False,
+                  random_state=seed).confidence_interval
+    return float(ci.low), float(ci.high)
+
+
 def summarize(rows: list[dict]) -> dict:
     res = {}
     for k in ("I", "DoLP"):
-        ref = sum(abs(r[k]["c_ref"]) for r in rows)
-        kept = sum(r[k]["c"] * np.sign(r[k]["c_ref"]) for r in rows)
-        res[f"kept_{k}"] = float(100 * kept / ref) if ref > 0 else float("nan")
+        res[f"kept_{k}"] = kept(rows, k)
         cnr = [abs(r[k]["c"]) / max(r[k]["noise"], 1e-12) for r in rows]
         res[f"cnr_{k}"] = float(statistics.mean(cnr)) if cnr else float("nan")
+    res["kept_DoLP_ci"] = bootstrap(lambda ix: kept([rows[i] for i in ix], "DoLP"), len(rows))
     res["anomalies"] = len(rows)
     return res
 
 
-def equal_error_time(raw: list[dict], target: float) -> tuple[float, str]:
-    """Raw render seconds at which DoLP RMSE reaches ``target``: power law fitted to the raw rows."""
-    t = np.log([r["render_s"] for r in raw])
-    e = np.log([r["dolp_rmse"] for r in raw])
-    b, a = np.polyfit(t, e, 1)
-    how = "interpolated" if min(e) <= np.log(target) <= max(e) else "extrapolated"
-    return float(np.exp((np.log(target) - a) / b)), how
+def contrast_change(den: list[dict], raw: list[dict], k: str = "DoLP") -> tuple[float, tuple[float, float]]:
+    """Change of the kept contrast, denoised vs raw on the same anomalies, in %, with a paired
+    95 % bootstrap interval (the rows of both lists are the same anomalies, in order)."""
+    def change(ix) -> float:
+        return (kept([den[i] for i in ix], k) / kept([raw[i] for i in ix], k) - 1) * 100
+    return change(np.arange(len(den))), bootstrap(change, len(den))
+
+
+def equal_error_time(raw: list[dict], target: float, key: str = "dolp_rmse") -> tuple[float, str]:
+    """Raw render seconds at which the error ``key`` reaches ``target``: log(t) interpolated linearly
+    in log(error) between the two raw rows that bracket it, or extrapolated along the nearest two."""
+    pts = sorted((r["render_s"], r[key]) for r in raw)
+    t, e = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    lt = np.log(target)
+    for k in range(len(pts) - 1):
+        lo, hi = sorted((e[k], e[k + 1]))
+        if lo <= lt <= hi and e[k] != e[k + 1]:
+            return float(np.exp(t[k] + (lt - e[k]) * (t[k + 1] - t[k]) / (e[k + 1] - e[k]))), "interpolated"
+    k = 0 if lt > e[0] else len(pts) - 2
+    return float(np.exp(t[k] + (lt - e[k]) * (t[k + 1] - t[k]) / (e[k + 1] - e[k]))), "extrapolated"
 
 
 # --------------------------------------------------------------------------- runs
@@ -210,55 +279,87 @@ def prepare(scene: str, args, res, tmp: Path) -> tuple[Path, Path, int]:
 
 
 def measure(path: Path, layout: Path, n: int, refs: dict, spp: int, mode: str, res, args) -> dict:
+    """One table row: the samples rendered twice at ``spp`` in ``mode`` (the first run compiles
+    the kernels and is timed as ``first_s``; the second is timed and measured)."""
     from polar_render import denoise as dn
 
     method, quality, aux = (mode.split(":") + ["", ""])[:3]
-    got = {}
+    runs: list[dict] = [{}, {}]
 
-    def after(i, sc, images, appearance, m):
-        got[i] = _keep(images)
+    def keeper(got: dict):
+        def after(i, sc, images, appearance, m):
+            got[i] = _keep(images)
+        return after
 
     old = dn.QUALITY, dn.CLEAN_AUX
     dn.QUALITY, dn.CLEAN_AUX = quality or old[0], (aux != "noisyaux") if aux else old[1]
     try:
-        run_samples(path, layout, n, list(range(n)), spp, res, args.seed, "none" if method == "raw" else method,
-                    args.variant, after)
+        for got in runs:
+            run_samples(path, layout, n, list(range(n)), spp, res, args.seed,
+                        "none" if method == "raw" else method, args.variant, keeper(got))
     finally:
         dn.QUALITY, dn.CLEAN_AUX = old
+    got = runs[1]
     errs = [errors(got[i]["stokes"], refs[i]["stokes"], refs[i]["part_mask"]) for i in range(n)]
+    for i, e in enumerate(errs):
+        e["dolp_rmse_true"] = corrected(e["dolp_rmse"], refs[i]["noise"]["dolp_rmse"])
+        e["s0_rrmse_true"] = corrected(e["s0_rrmse"], refs[i]["noise"]["s0_rrmse"])
     rows = [c for i in range(n) for c in contrasts(got[i]["stokes"], refs[i])]
-    out = {"spp": spp, "mode": mode, "render_s": statistics.mean(got[i]["render_s"] for i in range(n))}
+    out = {"spp": spp, "mode": mode, "render_s": statistics.mean(got[i]["render_s"] for i in range(n)),
+           "first_s": statistics.mean(runs[0][i]["render_s"] for i in range(n))}
     out.update({k: statistics.mean(e[k] for e in errs) for k in errs[0]})
     out.update(summarize(rows))
+    out["contrasts"] = rows
     return out
 
 
 def print_header(name: str) -> None:
     print(f"\n{name}")
-    print(f"{'spp':>4s} {'mode':>18s} {'render s':>9s} {'S0 rRMSE':>9s} {'DoLP RMSE':>10s} {'AoLP err':>9s} "
-          f"{'kept I':>7s} {'kept DoLP':>9s} {'CNR I':>6s} {'CNR DoLP':>8s}", flush=True)
+    print(f"{'spp':>4s} {'mode':>14s} {'render s':>9s} {'first s':>8s} {'S0 rRMSE':>9s} {'DoLP RMSE':>10s} {'RMSE*':>7s} "
+          f"{'AoLP err':>9s} {'kept I':>7s} {'kept DoLP [95 % CI]':>21s} {'CNR I':>6s} {'CNR DoLP':>8s}", flush=True)
 
 
 def print_row(r: dict) -> None:
-    print(f"{r['spp']:4d} {r['mode']:>18s} {r['render_s']:9.3f} {r['s0_rrmse']:9.4f} {r['dolp_rmse']:10.4f} "
-          f"{r['aolp_err_deg']:8.2f}° {r['kept_I']:6.1f}% {r['kept_DoLP']:8.1f}% {r['cnr_I']:6.2f} "
-          f"{r['cnr_DoLP']:8.2f}", flush=True)
+    lo, hi = r["kept_DoLP_ci"]
+    print(f"{r['spp']:4d} {r['mode']:>14s} {r['render_s']:9.3f} {r['first_s']:8.3f} {r['s0_rrmse']:9.4f} "
+          f"{r['dolp_rmse']:10.4f} {r['dolp_rmse_true']:7.4f} {r['aolp_err_deg']:8.2f}° {r['kept_I']:6.1f}% "
+          f"{r['kept_DoLP']:6.1f}% [{lo:5.1f}, {hi:5.1f}] {r['cnr_I']:6.2f} {r['cnr_DoLP']:8.2f}", flush=True)
 
 
 def equal_quality(rows: list[dict]) -> list[dict]:
-    """For each denoised row: raw seconds to the same DoLP RMSE, and the time ratio."""
+    """For each denoised row: raw seconds to the same DoLP RMSE, the time ratio, and its
+    contrast change against raw at the same spp (paired interval)."""
     raw = [r for r in rows if r["mode"] == "raw"]
     out = []
     for r in rows:
         if r["mode"] == "raw" or len(raw) < 2:
             continue
-        t_raw, how = equal_error_time(raw, r["dolp_rmse"])
+        t_raw, how = equal_error_time(raw, r["dolp_rmse_true"], "dolp_rmse_true")
         base = next((x for x in raw if x["spp"] == r["spp"]), None)
-        out.append({"spp": r["spp"], "mode": r["mode"], "dolp_rmse": r["dolp_rmse"], "render_s": r["render_s"],
-                    "raw_s_equal_rmse": t_raw, "how": how, "time_ratio": r["render_s"] / t_raw,
-                    "contrast_change_I": (r["kept_I"] / base["kept_I"] - 1) * 100 if base else float("nan"),
-                    "contrast_change_DoLP": (r["kept_DoLP"] / base["kept_DoLP"] - 1) * 100 if base else float("nan")})
+        e = {"spp": r["spp"], "mode": r["mode"], "dolp_rmse_true": r["dolp_rmse_true"], "render_s": r["render_s"],
+             "raw_s_equal_rmse": t_raw, "how": how, "time_ratio": r["render_s"] / t_raw,
+             "kept_DoLP": r["kept_DoLP"], "kept_DoLP_ci": r["kept_DoLP_ci"],
+             "contrast_change_I": float("nan"), "contrast_change_DoLP": float("nan"),
+             "contrast_change_DoLP_ci": (float("nan"), float("nan"))}
+        if base is not None:
+            e["contrast_change_I"] = contrast_change(r["contrasts"], base["contrasts"], "I")[0]
+            e["contrast_change_DoLP"], e["contrast_change_DoLP_ci"] = contrast_change(r["contrasts"],
+                                                                                      base["contrasts"])
+        out.append(e)
     return out
+
+
+def print_equal_quality(eq: list[dict]) -> None:
+    print("equal DoLP RMSE: denoised render seconds / raw render seconds (target <= 0.25); DoLP contrast of "
+          "the denoised row against raw at the same spp and against the reference (target >= -10 %)")
+    for e in eq:
+        lo, hi = e["contrast_change_DoLP_ci"]
+        klo, khi = e["kept_DoLP_ci"]
+        print(f"  {e['spp']:3d} spp {e['mode']:>14s}: RMSE* {e['dolp_rmse_true']:.4f} in {e['render_s']:.2f} s; "
+              f"raw needs {e['raw_s_equal_rmse']:.2f} s ({e['how']}) -> ratio {e['time_ratio']:.2f}; "
+              f"contrast vs raw: I {e['contrast_change_I']:+.1f} %, DoLP {e['contrast_change_DoLP']:+.1f} % "
+              f"[{lo:+.1f}, {hi:+.1f}]; DoLP vs reference {e['kept_DoLP'] - 100:+.1f} % "
+              f"[{klo - 100:+.1f}, {khi - 100:+.1f}]", flush=True)
 
 
 def mono_speed(scene: str, args, res, tmp: Path) -> dict:
@@ -274,10 +375,10 @@ def mono_speed(scene: str, args, res, tmp: Path) -> dict:
         variant = choose_variant(args.variant or cfg.render.get("variant", "auto"), mono=kind == "mono")
         if args.variant:   # an explicit variant names one kind; swap it
             variant = variant.replace("mono_", "spectral_") if kind == "spectral" else variant.replace("spectral_", "mono_")
-        times = []
-        run_samples(path, layout, args.samples, [0], 1, res, args.seed, "none", variant, lambda *a: None)  # warm-up
-        run_samples(path, layout, args.samples, list(range(args.samples)), args.mono_spp, res, args.seed, "none",
-                    variant, lambda i, sc, im, ap, m: times.append(im.timings["stokes_render_s"]))
+        times: list[float] = []
+        for timed in (False, True):   # the first run compiles the kernels
+            run_samples(path, layout, args.samples, list(range(args.samples)), args.mono_spp, res, args.seed, "none",
+                        variant, lambda i, sc, im, ap, m: timed and times.append(im.timings["stokes_render_s"]))
         out[kind] = {"variant": variant, "stokes_s": statistics.mean(times)}
     out["speedup"] = out["spectral"]["stokes_s"] / out["mono"]["stokes_s"]
     return out
@@ -303,14 +404,16 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--modes", default="raw,oidn",
                     help="comma-separated: raw, oidn, or oidn:<quality>[:noisyaux] (quality high | balanced | "
                          "fast; noisyaux: OIDN prefilters the guides instead of trusting them as clean)")
-    ap.add_argument("--samples", type=int, default=2, help="samples per scene (indices 0..k-1)")
+    ap.add_argument("--raw-spp", default="256", help="comma-separated spp of extra raw-only rows (may be empty)")
+    ap.add_argument("--samples", type=int, default=8, help="samples per scene (indices 0..k-1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ref-spp", type=int, default=1024, help=f"reference spp (multiple of {REF_PASS_SPP})")
     ap.add_argument("--cache", default="out/bench_cache", help="reference and layout cache")
     ap.add_argument("--variant", default=None, help="Mitsuba variant (default: scene file / auto)")
     ap.add_argument("--mono", action="store_true", help="also time the mono vs spectral variant (mono sensor)")
     ap.add_argument("--mono-spp", type=int, default=16)
-    ap.add_argument("--json", default=None, help="also write the results as JSON to this path")
+    ap.add_argument("--json", default=None, help="also write the results (rows with their per-anomaly contrasts) "
+                                                 "as JSON to this path")
     return ap
 
 
@@ -318,17 +421,17 @@ def bench_one_scene(scene: str, args, res, spps: list[int], modes: list[str], tm
     """References, then every spp x mode of one scene, printed as a table; returns the rows."""
     path, layout, n = prepare(scene, args, res, tmp)
     sampler = load_scene(path).render.get("sampler")
-    kept = [s for s in spps if not sampler_spp_problem(sampler, s)]
-    if kept != spps:
-        print(f"scene {scene}: render.sampler {sampler} renders powers of 4 only: spp {kept} "
-              f"(left out: {[s for s in spps if s not in kept]})")
-    spps = kept
+    usable = [s for s in spps if not sampler_spp_problem(sampler, s)]
+    if usable != spps:
+        print(f"scene {scene}: render.sampler {sampler} renders powers of 4 only: spp {usable} "
+              f"(left out: {[s for s in spps if s not in usable]})")
+    spps = usable
     t = time.perf_counter()
     refs = references(path, layout, n, res, args.seed, args.ref_spp, args.variant, Path(args.cache))
     print(f"references ({time.perf_counter() - t:.0f} s): {', '.join(r['path'] for r in refs.values())}")
-    for m in modes:  # warm-up: compiles kernels, loads the denoiser
-        run_samples(path, layout, n, [0], min(spps), res, args.seed, "none" if m == "raw" else m.split(":")[0],
-                    args.variant, lambda *a: None)
+    noise = {k: statistics.mean(r["noise"][k] for r in refs.values()) for k in ("s0_rrmse", "dolp_rmse")}
+    print(f"the reference's own error (from its two halves): S0 rRMSE {noise['s0_rrmse']:.4f}, DoLP RMSE "
+          f"{noise['dolp_rmse']:.4f}; RMSE* = DoLP RMSE with it removed in quadrature (used for equal-error times)")
     n_anom = sum(len(r["anomalies"]) for r in refs.values())
     print_header(f"scene {scene} ({path.name}; {n} samples, {n_anom} visible stains/dents; "
                  f"error vs {args.ref_spp} spp on part pixels)")
@@ -337,15 +440,15 @@ def bench_one_scene(scene: str, args, res, spps: list[int], modes: list[str], tm
         for m in modes:
             rows.append(measure(path, layout, n, refs, s, m, res, args))
             print_row(rows[-1])
+    extra = [x for x in args.raw_spp_list if x not in spps and not sampler_spp_problem(sampler, x)]
+    for s in extra:   # raw only: brackets the denoised errors below the table's lowest raw error
+        rows.append(measure(path, layout, n, refs, s, "raw", res, args))
+        print_row(rows[-1])
     eq = equal_quality(rows)
     if eq:
-        print("equal DoLP RMSE: denoised render seconds / raw render seconds (target <= 0.25); "
-              "contrast change vs raw at the same spp (target >= -10 %)")
-        for e in eq:
-            print(f"  {e['spp']:3d} spp {e['mode']:>18s}: RMSE {e['dolp_rmse']:.4f} in {e['render_s']:.2f} s; "
-                  f"raw needs {e['raw_s_equal_rmse']:.2f} s ({e['how']}) -> ratio {e['time_ratio']:.2f}; "
-                  f"contrast I {e['contrast_change_I']:+.1f} %, DoLP {e['contrast_change_DoLP']:+.1f} %")
-    return {"rows": rows, "equal_quality": eq, "references": [r["path"] for r in refs.values()]}
+        print_equal_quality(eq)
+    return {"rows": rows, "equal_quality": eq, "references": [r["path"] for r in refs.values()],
+            "reference_noise": noise}
 
 
 def main(argv=None) -> int:
@@ -353,9 +456,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     res = parse_res(args.res)
     spps = [int(x) for x in args.spp.split(",") if x]
+    args.raw_spp_list = [int(x) for x in args.raw_spp.split(",") if x]
     modes = [m for m in args.modes.split(",") if m]
-    if args.ref_spp % REF_PASS_SPP and args.ref_spp > REF_PASS_SPP:
-        ap.error(f"--ref-spp must be a multiple of {REF_PASS_SPP}")
+    if args.ref_spp % (2 * REF_PASS_SPP) or args.ref_spp <= 0:
+        ap.error(f"--ref-spp must be a positive multiple of {2 * REF_PASS_SPP} (two halves of {REF_PASS_SPP}-spp passes)")
     from polar_render.bench.render import machine_facts
     from polar_render.config.scenes import load_scene
     from polar_render.mitsuba.variants import activate

@@ -40,7 +40,7 @@ from polar_render.outputs import META_FILE, sample_dir
 from polar_render.run.plan import layout_config, object_models_mm
 from polar_render.run.request import RenderRequest, parse_res
 from polar_render.run.runner import RunHooks, run
-from polar_render.run.sample import radiance_outputs
+from polar_render.run.sample import radiance_outputs, squeeze_mono
 
 TARGET_OVERHEAD = 1.15
 WIDTH = 64   # report width
@@ -236,7 +236,7 @@ def profile_write(captured: dict) -> dict:
         d = Path(tmp)
         out["write_sample_total"] = _time(lambda: write_sample(Path(tempfile.mkdtemp(dir=d)), im,
                                                                 captured["meta"], captured["sensor"]))
-        out["stokes.tiff (12ch) as written"] = _time(lambda: io.write_float_tiff(d / "s.tiff", stokes_hwc,
+        out[f"stokes.tiff ({stokes_hwc.shape[-1]}ch) as written"] = _time(lambda: io.write_float_tiff(d / "s.tiff", stokes_hwc,
                                                                                 compress=NOISY_COMPRESS))
         out["  same, zlib level 1"] = _time(lambda: io.write_float_tiff(d / "z.tiff", stokes_hwc, compress=True))
         out["  same, uncompressed"] = _time(lambda: tifffile.imwrite(
@@ -247,9 +247,10 @@ def profile_write(captured: dict) -> dict:
         out["exposure_scale (percentile)"] = _time(lambda: exposure_scale(st, captured["sensor"]))
         dn = {a: np.clip(np.rint(i * scale), 0, 65535).astype(np.uint16) for a, i in pols.items()}
         out["4x pol PNG16 encode+write"] = _time(lambda: [io.write_png16(d / f"p{a}.png", x, compress=False) for a, x in dn.items()])
-        out["intensity.tiff"] = _time(lambda: io.write_float_tiff(d / "i.tiff", st[0], compress=NOISY_COMPRESS))
+        out["intensity.tiff"] = _time(lambda: io.write_float_tiff(d / "i.tiff", squeeze_mono(st[0]),
+                                                                           compress=NOISY_COMPRESS))
         out["dolp+aolp (numpy)"] = _time(lambda: (dolp(st, ZERO_S0), aolp(st, ZERO_S0)))
-        dl, al = dolp(st, ZERO_S0), aolp(st, ZERO_S0)
+        dl, al = squeeze_mono(dolp(st, ZERO_S0)), squeeze_mono(aolp(st, ZERO_S0))
         out["dolp.tiff+aolp.tiff"] = _time(lambda: (io.write_float_tiff(d / "d.tiff", dl, compress=NOISY_COMPRESS),
                                                      io.write_float_tiff(d / "a.tiff", al, compress=NOISY_COMPRESS)))
         out["normals.tiff+depth.tiff"] = _time(lambda: (io.write_float_tiff(d / "n.tiff", im.normals),

@@ -258,7 +258,7 @@ def exposure_scale(stokes: np.ndarray, sensor: dict) -> float:
     return 0.9 * 65535.0 / ref if ref > ZERO_S0 else 1.0
 
 
-def _squeeze(x: np.ndarray) -> np.ndarray:
+def squeeze_mono(x: np.ndarray) -> np.ndarray:
     """(H, W, 1) -> (H, W): a TIFF cannot tell the two apart, so mono images are stored 2-D."""
     return x[..., 0] if x.ndim == 3 and x.shape[-1] == 1 else x
 
@@ -279,7 +279,7 @@ def _write_radiance(dest: Path, st: np.ndarray, ch: list[str], sensor: dict) -> 
         io.write_png16(dest / MODALITIES[name].file, dn, compress=NOISY_COMPRESS)
         files[name] = entry(name, dn.shape, ch, polarizer_deg=angle, exposure_scale=scale)
     for name, img in (("intensity", st[0]), ("dolp", dolp(st, ZERO_S0)), ("aolp", aolp(st, ZERO_S0))):
-        img = _squeeze(img)
+        img = squeeze_mono(img)
         io.write_float_tiff(dest / MODALITIES[name].file, img, compress=NOISY_COMPRESS)
         files[name] = entry(name, img.shape, ch)
     return files, scale
