@@ -48,11 +48,11 @@ def test_kept_weights_by_reference_contrast_and_sign():
 def test_contrast_change_is_paired_and_its_interval_covers_a_uniform_loss():
     raw = _rows([0.12, 0.05, 0.3, 0.02], [0.1, 0.05, 0.25, 0.02])
     den = _rows([0.9 * r["DoLP"]["c"] for r in raw], [r["DoLP"]["c_ref"] for r in raw])
-    change, (lo, hi) = q.contrast_change(den, raw)
+    change, (lo, hi) = q.contrast_change(den, raw), q.contrast_change_ci(den, raw)
     assert change == pytest.approx(-10.0)
     assert lo == pytest.approx(-10.0) and hi == pytest.approx(-10.0)   # the same loss on every anomaly
     mixed = _rows([0.06, 0.05, 0.3, 0.02], [0.1, 0.05, 0.25, 0.02])
-    change, (lo, hi) = q.contrast_change(mixed, raw)
+    change, (lo, hi) = q.contrast_change(mixed, raw), q.contrast_change_ci(mixed, raw)
     assert lo <= change <= hi and lo < hi   # unequal losses: a real interval around the estimate
 
 

@@ -11,17 +11,17 @@ pixels of the parts (``part_mask > 0``) with a reference: the same samples at
 at 640x480 would need a 300 M-lane wavefront), cone-projected, stored with its two
 independent halves (even and odd passes). References are computed once and cached in
 ``--cache`` (default ``out/bench_cache``), keyed by scene digest, sample, variant,
-resolution, reference spp and seed; a cached reference without halves is recomputed. So that every sample carries the
-measured anomaly classes, the scene is benchmarked with its anomalies restricted to water
-stains and dents at probability 1 (a scene without those classes is measured as is).
+resolution, reference spp and seed; a cached reference without halves is recomputed. So
+that every sample carries the measured anomaly classes, the scene is benchmarked with its
+anomalies restricted to water stains and dents at probability 1 (a scene without those
+classes is measured as is).
 
 Columns (means over samples; luminance = Rec. 709 of RGB, or Y for a mono sensor):
 
 * ``render s``: seconds per sample of the Stokes pass, plus guide pass and denoiser for
-  ``oidn`` (meta.json timings), measured on a second run of the same samples, so that the
-  kernels are compiled; ``first s``: the first run, which includes Dr.Jit's kernel
-  compilation (about 0.5-1 s per new scene structure, the same for raw and denoised; in a
-  long run it is paid once per distinct structure, not per sample);
+  ``oidn`` (meta.json timings), measured on a second run of the same samples;
+  ``first s``: the first run, where one-time costs land (kernel compilation for a scene
+  structure new to the process, loading the denoiser);
 * ``S0 rRMSE``: RMSE of S0 (every channel) / mean reference S0;
 * ``DoLP RMSE``: of the per-channel DoLP;  ``AoLP err``: mean |AoLP error| in degrees
   (wrapped to 90), weighted by the reference DoLP;
@@ -241,12 +241,16 @@ def summarize(rows: list[dict]) -> dict:
     return res
 
 
-def contrast_change(den: list[dict], raw: list[dict], k: str = "DoLP") -> tuple[float, tuple[float, float]]:
-    """Change of the kept contrast, denoised vs raw on the same anomalies, in %, with a paired
-    95 % bootstrap interval (the rows of both lists are the same anomalies, in order)."""
-    def change(ix) -> float:
-        return (kept([den[i] for i in ix], k) / kept([raw[i] for i in ix], k) - 1) * 100
-    return change(np.arange(len(den))), bootstrap(change, len(den))
+def contrast_change(den: list[dict], raw: list[dict], k: str = "DoLP") -> float:
+    """Change of the kept contrast, denoised vs raw on the same anomalies (the rows of both
+    lists are the same anomalies, in order), in %."""
+    return (kept(den, k) / kept(raw, k) - 1) * 100
+
+
+def contrast_change_ci(den: list[dict], raw: list[dict], k: str = "DoLP") -> tuple[float, float]:
+    """Paired 95 % bootstrap interval of ``contrast_change``: each resample takes the same
+    anomalies from both lists."""
+    return bootstrap(lambda ix: contrast_change([den[i] for i in ix], [raw[i] for i in ix], k), len(den))
 
 
 def equal_error_time(raw: list[dict], target: float, key: str = "dolp_rmse") -> tuple[float, str]:
@@ -255,12 +259,10 @@ def equal_error_time(raw: list[dict], target: float, key: str = "dolp_rmse") -> 
     pts = sorted((r["render_s"], r[key]) for r in raw)
     t, e = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
     lt = np.log(target)
-    for k in range(len(pts) - 1):
-        lo, hi = sorted((e[k], e[k + 1]))
-        if lo <= lt <= hi and e[k] != e[k + 1]:
-            return float(np.exp(t[k] + (lt - e[k]) * (t[k + 1] - t[k]) / (e[k + 1] - e[k]))), "interpolated"
-    k = 0 if lt > e[0] else len(pts) - 2
-    return float(np.exp(t[k] + (lt - e[k]) * (t[k + 1] - t[k]) / (e[k + 1] - e[k]))), "extrapolated"
+    inside = [k for k in range(len(pts) - 1) if min(e[k], e[k + 1]) <= lt <= max(e[k], e[k + 1]) and e[k] != e[k + 1]]
+    k = inside[0] if inside else (0 if lt > e[0] else len(pts) - 2)
+    how = "interpolated" if inside else "extrapolated"
+    return float(np.exp(t[k] + (lt - e[k]) * (t[k + 1] - t[k]) / (e[k + 1] - e[k]))), how
 
 
 # --------------------------------------------------------------------------- runs
@@ -342,9 +344,9 @@ def equal_quality(rows: list[dict]) -> list[dict]:
              "contrast_change_I": float("nan"), "contrast_change_DoLP": float("nan"),
              "contrast_change_DoLP_ci": (float("nan"), float("nan"))}
         if base is not None:
-            e["contrast_change_I"] = contrast_change(r["contrasts"], base["contrasts"], "I")[0]
-            e["contrast_change_DoLP"], e["contrast_change_DoLP_ci"] = contrast_change(r["contrasts"],
-                                                                                      base["contrasts"])
+            e["contrast_change_I"] = contrast_change(r["contrasts"], base["contrasts"], "I")
+            e["contrast_change_DoLP"] = contrast_change(r["contrasts"], base["contrasts"])
+            e["contrast_change_DoLP_ci"] = contrast_change_ci(r["contrasts"], base["contrasts"])
         out.append(e)
     return out
 
@@ -407,7 +409,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--raw-spp", default="256", help="comma-separated spp of extra raw-only rows (may be empty)")
     ap.add_argument("--samples", type=int, default=8, help="samples per scene (indices 0..k-1)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ref-spp", type=int, default=1024, help=f"reference spp (multiple of {REF_PASS_SPP})")
+    ap.add_argument("--ref-spp", type=int, default=1024, help=f"reference spp (multiple of {2 * REF_PASS_SPP})")
     ap.add_argument("--cache", default="out/bench_cache", help="reference and layout cache")
     ap.add_argument("--variant", default=None, help="Mitsuba variant (default: scene file / auto)")
     ap.add_argument("--mono", action="store_true", help="also time the mono vs spectral variant (mono sensor)")
